@@ -1,0 +1,34 @@
+"""Liveness and readiness probes."""
+
+from flask import current_app
+from flask.views import MethodView
+
+from app.api.parser import Blueprint
+from app.api.schemas import LiveSchema, ReadySchema
+from app.serving import serving_state
+
+blp = Blueprint("health", __name__, url_prefix="/health", description="Probes for orchestrators.")
+
+
+@blp.route("/live")
+class Live(MethodView):
+    @blp.response(200, LiveSchema)
+    def get(self):
+        """200 while the process serves requests"""
+        return {"status": "alive"}
+
+
+@blp.route("/ready")
+class Ready(MethodView):
+    @blp.response(200, ReadySchema)
+    @blp.alt_response(503, schema=ReadySchema, description="Model not loaded, or draining.")
+    def get(self):
+        """200 once this worker's model is loaded and warmed up; 503 before and while draining"""
+        state = serving_state(current_app)
+        runner = state.runner
+        model = {"name": runner.name, "version": str(runner.number)} if runner else None
+        if state.draining:
+            return {"status": "draining", "model": model}, 503
+        if runner is None:
+            return {"status": "loading", "model": None}, 503
+        return {"status": "ready", "model": model}

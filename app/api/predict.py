@@ -1,0 +1,45 @@
+"""POST /predict: online inference."""
+
+import numpy as np
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import abort
+
+from app.api.parser import Blueprint
+from app.api.schemas import PredictRequestSchema, PredictResponseSchema
+from app.serving import current_runner
+
+blp = Blueprint("predict", __name__, description="Online inference with the served model.")
+
+
+@blp.route("/predict")
+class Predict(MethodView):
+    @blp.arguments(PredictRequestSchema)
+    @blp.response(200, PredictResponseSchema)
+    @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def post(self, body):
+        """Predict one output per instance, in one vectorised call"""
+        instances = body["instances"]
+        limit = current_app.config["MAX_BATCH_SIZE"]
+        if len(instances) > limit:
+            abort(
+                413, message=f"Batch of {len(instances)} instances exceeds MAX_BATCH_SIZE={limit}."
+            )
+        runner = current_runner()
+        predictions = runner.predict(instances)
+        not_finite = np.flatnonzero(~np.isfinite(predictions))
+        if not_finite.size:
+            abort(
+                422,
+                message="The model's output is not a finite float32 for some instances.",
+                errors={
+                    "instances": {int(i): ["Prediction is not finite."] for i in not_finite[:10]}
+                },
+            )
+        return {
+            "predictions": predictions,
+            "model": {"name": runner.name, "version": str(runner.number)},
+        }

@@ -1,0 +1,142 @@
+"""Marshmallow schemas: what each endpoint accepts and returns."""
+
+import numpy as np
+from marshmallow import Schema, ValidationError, fields
+
+# Per-element errors reported for one request; the rest are implied.
+MAX_REPORTED_ERRORS = 10
+
+NUMBER = {"type": "number", "example": 10.0}
+ROW = {
+    "type": "array",
+    "items": {"type": "number"},
+    "minItems": 1,
+    "maxItems": 1,
+    "example": [10.0],
+}
+
+
+class Instances(fields.List):
+    """A batch of numbers, each bare or as a one-element row, loaded as float32.
+
+    One pass checks every element's type, so a 1,000-instance batch costs one
+    loop and one array conversion rather than 1,000 marshmallow field calls.
+    Booleans and numeric strings are refused: JSON has real numbers for that.
+    """
+
+    def __init__(self, **kwargs):
+        inner = fields.Raw(metadata={"oneOf": [NUMBER, ROW]})
+        super().__init__(inner, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> np.ndarray:
+        if not isinstance(value, list):
+            raise ValidationError("Must be a list of numbers.")
+        if not value:
+            raise ValidationError("Must hold at least one instance.")
+        numbers, errors = [], {}
+        for index, item in enumerate(value):
+            if type(item) is list and len(item) == 1:
+                item = item[0]
+            if type(item) is float or type(item) is int:
+                try:
+                    numbers.append(float(item))
+                    continue
+                except OverflowError:
+                    message = "Must be a finite number within float32 range."
+            else:
+                message = "Must be a number or a one-element list holding a number."
+            errors[index] = [message]
+            if len(errors) == MAX_REPORTED_ERRORS:
+                break
+        if not errors:
+            with np.errstate(over="ignore"):
+                array = np.array(numbers, dtype=np.float32)
+            for index in np.flatnonzero(~np.isfinite(array))[:MAX_REPORTED_ERRORS]:
+                errors[int(index)] = ["Must be a finite number within float32 range."]
+        if errors:
+            raise ValidationError(errors)
+        return array
+
+
+class Predictions(fields.List):
+    """Predictions as a JSON array of numbers, dumped in one ``tolist`` call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Float(), **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value.tolist()
+
+
+class PredictRequestSchema(Schema):
+    instances = Instances(
+        required=True,
+        metadata={
+            "description": (
+                "The inputs, one prediction each: between 1 and MAX_BATCH_SIZE "
+                "(default 1000) finite numbers. Each may also be a one-element list "
+                "(TensorFlow Serving's row format)."
+            ),
+            "example": [10.0, -1.5],
+            "minItems": 1,
+        },
+    )
+
+
+class ModelRefSchema(Schema):
+    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    version = fields.String(metadata={"description": "Model version.", "example": "1"})
+
+
+class PredictResponseSchema(Schema):
+    predictions = Predictions(
+        metadata={
+            "description": "One prediction per instance, in the same order.",
+            "example": [31.0, -3.5],
+        }
+    )
+    model = fields.Nested(
+        ModelRefSchema, metadata={"description": "The model version that answered."}
+    )
+
+
+class LiveSchema(Schema):
+    status = fields.String(metadata={"description": "Always `alive`.", "example": "alive"})
+
+
+class ReadySchema(Schema):
+    status = fields.String(
+        metadata={"description": "`ready`, or why not: `loading`, `draining`.", "example": "ready"}
+    )
+    model = fields.Nested(
+        ModelRefSchema,
+        allow_none=True,
+        metadata={"description": "The model this worker serves, or null before it loads."},
+    )
+
+
+class ModelInfoSchema(Schema):
+    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    version = fields.String(metadata={"description": "Served version.", "example": "1"})
+    path = fields.String(
+        metadata={"description": "Version directory on the server.", "example": "models/linear/1"}
+    )
+    runtime = fields.String(
+        metadata={"description": "Inference runtime serving the model.", "example": "tensorflow"}
+    )
+    load_seconds = fields.Float(
+        metadata={"description": "Time this worker took to load and warm up.", "example": 0.4}
+    )
+    skipped_versions = fields.List(
+        fields.String(),
+        metadata={
+            "description": "Newer versions that failed to load, with the reason.",
+            "example": [],
+        },
+    )
+    metadata = fields.Dict(
+        metadata={
+            "description": "The version's metadata.json, as written by training.",
+            "example": {"created": "2026-11-26T05:40:00+00:00", "training": {"epochs": 500}},
+        }
+    )

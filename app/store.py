@@ -1,0 +1,69 @@
+"""The model store: ``<MODEL_DIR>/<version>/`` directories holding a saved model."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# Keras' native format first, then the notebook's legacy HDF5 file.
+MODEL_SUFFIXES = (".keras", ".h5")
+
+
+class StoreError(Exception):
+    """The model store holds nothing that could be served."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One version directory of a model in the store."""
+
+    name: str
+    number: int
+    path: Path
+
+    @property
+    def model_file(self) -> Path:
+        """The saved model inside the version directory."""
+        for suffix in MODEL_SUFFIXES:
+            candidates = sorted(self.path.glob(f"*{suffix}"))
+            if candidates:
+                return candidates[0]
+        raise StoreError(f"{self.path}: no model file (*.keras or *.h5)")
+
+    def read_metadata(self) -> dict:
+        """The version's ``metadata.json``, or ``{}`` when there is none."""
+        path = self.path / "metadata.json"
+        if not path.is_file():
+            return {}
+        try:
+            metadata = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise StoreError(f"{path}: unreadable metadata ({error})") from error
+        if not isinstance(metadata, dict):
+            raise StoreError(f"{path}: metadata is not a JSON object")
+        return metadata
+
+
+def list_versions(model_dir: Path) -> list[ModelVersion]:
+    """All version directories under ``model_dir``, newest first.
+
+    Only directories named by a non-negative integer count, as in TensorFlow
+    Serving; anything else (a half-written ``.3.partial``, notes) is ignored.
+    """
+    if not model_dir.is_dir():
+        raise StoreError(f"{model_dir}: model directory does not exist")
+    versions = [
+        ModelVersion(name=model_dir.resolve().name, number=int(child.name), path=child)
+        for child in model_dir.iterdir()
+        if child.is_dir() and child.name.isdigit() and child.name.isascii()
+    ]
+    if not versions:
+        raise StoreError(f"{model_dir}: no model versions (expected <MODEL_DIR>/<integer>/)")
+    return sorted(versions, key=lambda version: version.number, reverse=True)
+
+
+def next_version_number(model_dir: Path) -> int:
+    """The number a newly trained version should get: one past the highest."""
+    try:
+        return list_versions(model_dir)[0].number + 1
+    except StoreError:
+        return 1

@@ -1,0 +1,54 @@
+"""Shared fixtures: one tiny trained model per session, the app and its client."""
+
+import warnings
+from pathlib import Path
+
+import keras
+import pytest
+
+from app import create_app
+from app.model import ModelRunner
+from app.store import list_versions
+from training.train import train
+
+# Enough epochs to move the weights, few enough to train in about a second.
+TEST_EPOCHS = 20
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A model store ``<root>/linear/1`` holding a model trained for the tests."""
+    root = tmp_path_factory.mktemp("models")
+    train("linear", root, epochs=TEST_EPOCHS, seed=7)
+    return root / "linear"
+
+
+@pytest.fixture(scope="session")
+def runner(model_dir) -> ModelRunner:
+    """The session model, loaded and warmed up once."""
+    return ModelRunner.load(list_versions(model_dir)[0])
+
+
+@pytest.fixture
+def app(model_dir, runner):
+    """An app in test mode that serves the session model."""
+    app = create_app({"TESTING": True, "MODEL_DIR": model_dir})
+    app.extensions["serving"].runner = runner
+    yield app
+
+
+@pytest.fixture
+def keras_model(runner) -> keras.Model:
+    """The session model as Keras loads it, the reference for predictions."""
+    return keras.models.load_model(runner.version.model_file, compile=False)
+
+
+def save_version(model: keras.Model, model_dir: Path, version: int, filename="model.keras"):
+    """Save ``model`` as ``model_dir/<version>/<filename>`` (any Keras format)."""
+    path = model_dir / str(version)
+    path.mkdir(parents=True)
+    with warnings.catch_warnings():
+        # Keras warns that HDF5 is legacy; serving the notebook's .h5 is the point.
+        warnings.simplefilter("ignore", UserWarning)
+        model.save(path / filename)
+    return path

@@ -1,0 +1,43 @@
+"""Configuration from the environment: defaults, types, and failing fast."""
+
+from pathlib import Path
+
+import pytest
+
+from app.config import Config, ConfigError
+
+
+def test_defaults_serve_out_of_the_box():
+    config = Config({})
+    assert config.MODEL_DIR == Path("models/linear")
+    assert config.MODEL_VERSION is None
+    assert config.MAX_BATCH_SIZE == 1000
+    assert config.MAX_CONTENT_LENGTH == 1024 * 1024
+    assert config.LOG_LEVEL == "INFO"
+    assert config.API_TOKEN is None
+
+
+def test_values_come_from_the_environment():
+    config = Config(
+        {"MODEL_DIR": "/m", "MODEL_VERSION": "3", "MAX_BATCH_SIZE": "10", "LOG_LEVEL": "debug"}
+    )
+    assert (config.MODEL_DIR, config.MODEL_VERSION, config.MAX_BATCH_SIZE) == (Path("/m"), 3, 10)
+    assert config.LOG_LEVEL == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"MAX_BATCH_SIZE": "lots"},
+        {"MAX_BATCH_SIZE": "0"},
+        {"MAX_CONTENT_LENGTH": "-1"},
+        {"MODEL_VERSION": "latest"},
+        {"LOG_LEVEL": "loud"},
+        {"LOG_FORMAT": "xml"},
+        {"PREDICTION_LOG_SAMPLE_RATE": "2"},
+    ],
+)
+def test_nonsense_fails_at_start_naming_the_variable(environ):
+    (name,) = environ
+    with pytest.raises(ConfigError, match=name):
+        Config(environ)

@@ -1,0 +1,80 @@
+"""The model store: versions, model files, metadata."""
+
+import pytest
+
+from app.store import StoreError, list_versions, next_version_number
+
+
+def make_version(root, name, files=("model.keras",)):
+    path = root / name
+    path.mkdir(parents=True)
+    for filename in files:
+        (path / filename).write_text("x")
+    return path
+
+
+def test_versions_are_listed_newest_first_by_number_not_by_name(tmp_path):
+    for name in ("2", "10", "1"):
+        make_version(tmp_path, name)
+    assert [v.number for v in list_versions(tmp_path)] == [10, 2, 1]
+
+
+def test_directories_that_are_not_integers_are_ignored(tmp_path):
+    make_version(tmp_path, "3")
+    make_version(tmp_path, ".4.partial")
+    make_version(tmp_path, "latest")
+    (tmp_path / "5").write_text("a file, not a directory")
+    assert [v.number for v in list_versions(tmp_path)] == [3]
+
+
+def test_the_model_name_is_the_directory_name(tmp_path):
+    make_version(tmp_path / "linear", "1")
+    assert list_versions(tmp_path / "linear")[0].name == "linear"
+
+
+@pytest.mark.parametrize("setup", ["missing", "empty"])
+def test_a_store_without_versions_is_an_error_naming_the_path(tmp_path, setup):
+    model_dir = tmp_path / "models"
+    if setup == "empty":
+        model_dir.mkdir()
+    with pytest.raises(StoreError, match=str(model_dir)):
+        list_versions(model_dir)
+
+
+def test_native_keras_file_is_preferred_over_legacy_h5(tmp_path):
+    make_version(tmp_path, "1", files=("my_best_model.h5", "model.keras"))
+    assert list_versions(tmp_path)[0].model_file.name == "model.keras"
+
+
+def test_legacy_h5_file_is_found(tmp_path):
+    make_version(tmp_path, "1", files=("my_best_model.h5",))
+    assert list_versions(tmp_path)[0].model_file.name == "my_best_model.h5"
+
+
+def test_a_version_without_a_model_file_is_an_error(tmp_path):
+    make_version(tmp_path, "1", files=("notes.txt",))
+    with pytest.raises(StoreError, match="no model file"):
+        _ = list_versions(tmp_path)[0].model_file
+
+
+def test_metadata_is_read_and_optional(tmp_path):
+    make_version(tmp_path, "1", files=("model.keras",))
+    make_version(tmp_path, "2", files=("model.keras",))
+    (tmp_path / "2" / "metadata.json").write_text('{"epochs": 3}')
+    newest, oldest = list_versions(tmp_path)
+    assert newest.read_metadata() == {"epochs": 3}
+    assert oldest.read_metadata() == {}
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_unreadable_metadata_is_an_error(tmp_path, content):
+    make_version(tmp_path, "1", files=("model.keras",))
+    (tmp_path / "1" / "metadata.json").write_text(content)
+    with pytest.raises(StoreError, match="metadata"):
+        list_versions(tmp_path)[0].read_metadata()
+
+
+def test_next_version_number_starts_at_one_and_follows_the_highest(tmp_path):
+    assert next_version_number(tmp_path / "new") == 1
+    make_version(tmp_path, "7")
+    assert next_version_number(tmp_path) == 8

@@ -59,5 +59,12 @@ format: install ## Format the code with ruff
 openapi: install ## Regenerate openapi.yaml from the app
 	FLASK_APP=wsgi:app $(BIN)/flask openapi write --format=yaml openapi.yaml
 
+.PHONY: bench
+bench: model ## Benchmark the real server with wrk; writes benchmarks/results.md and .png
+	@command -v wrk >/dev/null || { echo "wrk missing: installing Debian's package"; \
+		(apt-get update -qq && apt-get install -y -qq wrk) || { echo "cannot install wrk; install it and rerun"; exit 1; }; }
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.bench
+
 .PHONY: all
 all: lint test ## What CI runs: lint and the whole test suite

@@ -15,6 +15,11 @@ bind = os.environ.get("GUNICORN_BIND") or "{}:{}".format(
 # One process per core: inference is CPU-bound and each worker holds its own model.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
 
+# Synchronous workers: inference is CPU-bound, so threads would only contend
+# for the GIL (see benchmarks/results.md for the measurement).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+
 # Import the app, and with it TensorFlow, once in the master so the workers
 # share those pages; no TensorFlow op runs before the fork (see post_fork).
 preload_app = True

@@ -4,7 +4,7 @@ import os
 
 # Read by TensorFlow when first imported: keep its C++ start-up chatter out of
 # the logs, and skip oneDNN, which only adds start-up cost for models this small.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from flask import Flask  # noqa: E402
@@ -13,6 +13,7 @@ from app.api import register_blueprints  # noqa: E402
 from app.config import Config  # noqa: E402
 from app.errors import register_error_handlers  # noqa: E402
 from app.extensions import api  # noqa: E402
+from app.json_provider import OrjsonProvider  # noqa: E402
 from app.request_context import register_request_hooks  # noqa: E402
 from app.serving import ServingState  # noqa: E402
 
@@ -27,6 +28,7 @@ API_DESCRIPTION = (
 def create_app(config: dict | None = None) -> Flask:
     """Create the app; ``config`` overrides settings (tests use it)."""
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.from_object(Config())
     app.config.update(openapi_settings())
     if config:

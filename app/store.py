@@ -43,12 +43,13 @@ class ModelVersion:
         return metadata
 
 
-def list_versions(model_dir: Path) -> list[ModelVersion]:
+def list_versions(model_dir: Path | str) -> list[ModelVersion]:
     """All version directories under ``model_dir``, newest first.
 
     Only directories named by a non-negative integer count, as in TensorFlow
     Serving; anything else (a half-written ``.3.partial``, notes) is ignored.
     """
+    model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise StoreError(f"{model_dir}: model directory does not exist")
     versions = [

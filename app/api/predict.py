@@ -14,7 +14,7 @@ blp = Blueprint("predict", __name__, description="Online inference with the serv
 
 @blp.route("/predict")
 class Predict(MethodView):
-    @blp.arguments(PredictRequestSchema)
+    @blp.arguments(PredictRequestSchema())
     @blp.response(200, PredictResponseSchema)
     @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
@@ -30,8 +30,9 @@ class Predict(MethodView):
             )
         runner = current_runner()
         predictions = runner.predict(instances)
-        not_finite = np.flatnonzero(~np.isfinite(predictions))
-        if not_finite.size:
+        # ufunc.reduce directly: ndarray.all() detours through Python-level numpy code.
+        if not np.logical_and.reduce(np.isfinite(predictions)):
+            not_finite = np.flatnonzero(~np.isfinite(predictions))
             abort(
                 422,
                 message="The model's output is not a finite float32 for some instances.",

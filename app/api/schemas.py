@@ -1,10 +1,13 @@
 """Marshmallow schemas: what each endpoint accepts and returns."""
 
+import math
+
 import numpy as np
 from marshmallow import Schema, ValidationError, fields
 
 # Per-element errors reported for one request; the rest are implied.
 MAX_REPORTED_ERRORS = 10
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 NUMBER = {"type": "number", "example": 10.0}
 ROW = {
@@ -39,33 +42,47 @@ class Instances(fields.List):
                 item = item[0]
             if type(item) is float or type(item) is int:
                 try:
-                    numbers.append(float(item))
+                    number = float(item)
+                except OverflowError:  # An integer beyond any float.
+                    number = math.inf
+                # False for NaN too; in range, the float32 conversion cannot overflow.
+                if -FLOAT32_MAX <= number <= FLOAT32_MAX:
+                    numbers.append(number)
                     continue
-                except OverflowError:
-                    message = "Must be a finite number within float32 range."
+                message = "Must be a finite number within float32 range."
             else:
                 message = "Must be a number or a one-element list holding a number."
             errors[index] = [message]
             if len(errors) == MAX_REPORTED_ERRORS:
                 break
-        if not errors:
-            with np.errstate(over="ignore"):
-                array = np.array(numbers, dtype=np.float32)
-            for index in np.flatnonzero(~np.isfinite(array))[:MAX_REPORTED_ERRORS]:
-                errors[int(index)] = ["Must be a finite number within float32 range."]
         if errors:
             raise ValidationError(errors)
-        return array
+        return np.array(numbers, dtype=np.float32)
 
 
 class Predictions(fields.List):
-    """Predictions as a JSON array of numbers, dumped in one ``tolist`` call."""
+    """Predictions as a JSON array of numbers: the float32 array, left to orjson."""
 
     def __init__(self, **kwargs):
         super().__init__(fields.Float(), **kwargs)
 
     def _serialize(self, value, attr, obj, **kwargs):
-        return value.tolist()
+        return value
+
+
+class ModelRefSchema(Schema):
+    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    version = fields.String(metadata={"description": "Model version.", "example": "1"})
+
+
+class ModelRef(fields.Nested):
+    """The answering model's name and version, already a dict in the documented shape."""
+
+    def __init__(self, **kwargs):
+        super().__init__(ModelRefSchema, **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value
 
 
 class PredictRequestSchema(Schema):
@@ -83,11 +100,6 @@ class PredictRequestSchema(Schema):
     )
 
 
-class ModelRefSchema(Schema):
-    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
-    version = fields.String(metadata={"description": "Model version.", "example": "1"})
-
-
 class PredictResponseSchema(Schema):
     predictions = Predictions(
         metadata={
@@ -95,9 +107,7 @@ class PredictResponseSchema(Schema):
             "example": [31.0, -3.5],
         }
     )
-    model = fields.Nested(
-        ModelRefSchema, metadata={"description": "The model version that answered."}
-    )
+    model = ModelRef(metadata={"description": "The model version that answered."})
 
 
 class LiveSchema(Schema):
@@ -122,7 +132,10 @@ class ModelInfoSchema(Schema):
         metadata={"description": "Version directory on the server.", "example": "models/linear/1"}
     )
     runtime = fields.String(
-        metadata={"description": "Inference runtime serving the model.", "example": "tensorflow"}
+        metadata={
+            "description": "Inference runtime: `litert`, or `tensorflow`.",
+            "example": "litert",
+        }
     )
     load_seconds = fields.Float(
         metadata={"description": "Time this worker took to load and warm up.", "example": 0.4}

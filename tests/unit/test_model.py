@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from app.model import ModelLoadError, ModelRunner, load_newest
+from app.model import LiteRTRuntime, ModelLoadError, ModelRunner, load_newest
 from app.store import list_versions
 from tests.conftest import save_version
 
@@ -107,3 +107,33 @@ def test_metadata_of_the_served_version_is_kept(runner):
     assert runner.metadata["training"]["epochs"] == 20
     assert runner.name == "linear" and runner.number == 1
     assert runner.load_seconds > 0
+
+
+def test_the_fast_litert_runtime_serves_when_it_agrees_with_tensorflow(runner):
+    assert runner.runtime == "litert"
+
+
+def test_tensorflow_serves_when_litert_disagrees(tmp_path, monkeypatch):
+    monkeypatch.setattr(LiteRTRuntime, "__call__", lambda self, batch: np.zeros_like(batch))
+    model = hidden_layer_model()
+    runner = load(save_version(model, tmp_path, 1))
+    assert runner.runtime == "tensorflow"
+    inputs = random_inputs(50)
+    expected = model.predict(inputs.reshape(-1, 1), verbose=0).reshape(-1)
+    np.testing.assert_allclose(runner.predict(inputs), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_tensorflow_serves_when_litert_cannot_convert(tmp_path, monkeypatch):
+    def refuse(self, reference):
+        raise RuntimeError("converter failed")
+
+    monkeypatch.setattr(LiteRTRuntime, "__init__", refuse)
+    assert load(save_version(linear_model(), tmp_path, 1)).runtime == "tensorflow"
+
+
+def test_alternating_batch_sizes_give_the_same_answers(runner):
+    single, batch = random_inputs(1, seed=5), random_inputs(1000, seed=6)
+    first = (runner.predict(single), runner.predict(batch))
+    second = (runner.predict(single), runner.predict(batch))
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])

@@ -1,0 +1,90 @@
+"""Run a real Gunicorn from gunicorn.conf.py on a free 127.0.0.1 port (tests and benchmarks)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServerError(RuntimeError):
+    """Gunicorn exited or never became ready; the message carries its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """One Gunicorn master and its workers, started and stopped (by pid) by us."""
+
+    def __init__(self, model_dir: Path, log_path: Path, workers: int = 2, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        environ = {
+            **os.environ,
+            "MODEL_DIR": str(model_dir),
+            "WEB_CONCURRENCY": str(workers),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            **{key: str(value) for key, value in env.items()},
+        }
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT,
+            env=environ,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_until_ready(self, timeout: float = 60) -> float:
+        """Poll /health/ready until it answers 200; return seconds since launch."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"gunicorn exited with {self.process.returncode}:\n{self.output()}"
+                )
+            try:
+                if requests.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
+                    return time.monotonic() - self.started
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.05)
+        raise ServerError(f"gunicorn not ready after {timeout} s:\n{self.output()}")
+
+    def worker_pids(self) -> list[int]:
+        """The master's live child processes."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the master and wait for it to exit; SIGKILL after ``timeout``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode

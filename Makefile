@@ -8,6 +8,7 @@ PORT ?= 8000
 MODEL_NAME ?= linear
 MODEL_ROOT ?= models
 export MODEL_DIR ?= $(MODEL_ROOT)/$(MODEL_NAME)
+export GUNICORN_PIDFILE ?= $(CURDIR)/.gunicorn.pid
 export HOST PORT
 
 .DEFAULT_GOAL := help
@@ -40,6 +41,10 @@ model: install ## Train the default model only if $(MODEL_DIR) has no version ye
 .PHONY: serve
 serve: model ## Serve on $(HOST):$(PORT) with Gunicorn (set-up included)
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+.PHONY: reload
+reload: ## Move every worker of `make serve` to the newest model version, with no failed request
+	kill -HUP $$(cat $(GUNICORN_PIDFILE))
 
 .PHONY: test
 test: install ## Run the whole test suite (set-up included)

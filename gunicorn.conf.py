@@ -2,10 +2,20 @@
 
 import multiprocessing
 import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
+from pathlib import Path
 
-from app.config import Config
-from app.logs import ACCESS_FORMAT, logging_config
+# Metrics from every worker meet in one directory (prometheus_client's
+# multiprocess mode); it must be known before the app imports the client.
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-server-metrics-")
+
+from app.config import Config  # noqa: E402
+from app.logs import ACCESS_FORMAT, logging_config  # noqa: E402
 
 # Loopback unless told otherwise; containers set HOST=0.0.0.0.
 bind = os.environ.get("GUNICORN_BIND") or "{}:{}".format(
@@ -44,11 +54,22 @@ logconfig_dict = logging_config(_settings.LOG_LEVEL, _settings.LOG_FORMAT)
 access_log_format = ACCESS_FORMAT
 
 
+def on_starting(server):
+    """Start with an empty metrics directory: old files would add stale counts."""
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+
+
 def post_fork(server, worker):
     """Load the model in each new worker, after the fork and before it serves."""
     from app.model import ModelLoadError, configure_tensorflow_threads
     from app.serving import load_model
 
+    # Until the worker installs its own handlers, it still has the master's,
+    # which would swallow a stop signal sent while the model loads.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(stop_signal, lambda signum, frame: sys.exit(0))
     # One thread per pool: the worker count already covers the cores.
     configure_tensorflow_threads(1)
     try:
@@ -57,3 +78,31 @@ def post_fork(server, worker):
         server.log.error("no servable model: %s", error)
         # Gunicorn halts the whole server (no respawn loop) on this exit code.
         sys.exit(server.WORKER_BOOT_ERROR)
+
+
+def post_worker_init(worker):
+    """On SIGTERM, answer 503 on /health/ready, keep serving DRAIN_SECONDS, then stop.
+
+    The drain lets a load balancer see the worker leave before it stops
+    accepting; in-flight requests then get Gunicorn's graceful timeout.
+    """
+    from app.serving import serving_state
+
+    state = serving_state(worker.wsgi)
+
+    def stop():
+        worker.alive = False
+        os.write(worker.PIPE[1], b"1")  # Wake the worker from its wait for connections.
+
+    def drain(signum, frame):
+        state.draining = True
+        threading.Timer(_settings.DRAIN_SECONDS, stop).start()
+
+    signal.signal(signal.SIGTERM, drain)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (in-flight requests, served model)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

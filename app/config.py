@@ -55,4 +55,5 @@ class Config:
         ).upper()
         self.LOG_FORMAT = _choice(environ, "LOG_FORMAT", "json", ("json", "text"))
         self.API_TOKEN = environ.get("API_TOKEN") or None
-        self.PREDICTION_LOG_SAMPLE_RATE = _fraction(environ, "PREDICTION_LOG_SAMPLE_RATE", 1.0)
+        self.PREDICTION_LOG_SAMPLE_RATE = _fraction(environ, "PREDICTION_LOG_SAMPLE_RATE", 0.1)
+        self.DRAIN_SECONDS = _integer(environ, "DRAIN_SECONDS", 0, minimum=0)

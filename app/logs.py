@@ -5,7 +5,7 @@ import sys
 from datetime import UTC, datetime
 
 from flask import g, has_request_context
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 # Gunicorn access-log atoms copied into each access record, under our names.
 ACCESS_FIELDS = {
@@ -29,7 +29,7 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonLogFormatter(JsonFormatter):
+class JsonLogFormatter(OrjsonFormatter):
     """timestamp, level, logger, message, pid, plus request fields when known."""
 
     def add_fields(self, log_record: dict, record: logging.LogRecord, message_dict: dict) -> None:

@@ -1,10 +1,13 @@
-"""Per-request bookkeeping: request id, worker pid and security headers."""
+"""Per-request bookkeeping: request id, metrics, worker pid and security headers."""
 
 import os
 import re
+import time
 import uuid
 
 from flask import Flask, g, request
+
+from app.extensions import IN_FLIGHT, REQUEST_SECONDS, REQUESTS
 
 # Printable ASCII without spaces, bounded: safe to echo and to log.
 REQUEST_ID = re.compile(r"[!-~]{1,128}")
@@ -18,16 +21,38 @@ DOCS_CSP = (
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
+# Any other method token a client invents is counted as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 def register_request_hooks(app: Flask) -> None:
-    app.before_request(assign_request_id)
+    app.before_request(start_request)
+    app.after_request(record_request)
     app.after_request(add_response_headers)
+    app.teardown_request(end_request)
 
 
-def assign_request_id() -> None:
-    """Accept a well-formed ``X-Request-ID`` from the client or make one."""
+def start_request() -> None:
+    """Accept a well-formed ``X-Request-ID`` or make one; start the clock."""
+    g.started = time.perf_counter()
+    IN_FLIGHT.inc()
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def record_request(response):
+    # The route's pattern, never the raw path: unknown URLs must not mint labels.
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    REQUESTS.labels(endpoint, method, response.status_code).inc()
+    if "started" in g:
+        REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - g.started)
+    return response
+
+
+def end_request(error=None) -> None:
+    if g.pop("started", None) is not None:
+        IN_FLIGHT.dec()
 
 
 def add_response_headers(response):

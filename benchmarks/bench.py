@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import requests
 
 from app.store import list_versions
 from tests.integration.server import GunicornServer
@@ -210,18 +209,6 @@ def plot(results, connections, path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def wait_for_all_workers(server: GunicornServer, workers: int, timeout: float = 60) -> float:
-    """Seconds from launch until every worker has answered /health/ready with 200."""
-    seen, deadline = set(), time.monotonic() + timeout
-    while len(seen) < workers:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(seen)} of {workers} workers ready:\n{server.output()}")
-        response = requests.get(f"{server.url}/health/ready", timeout=5)
-        if response.status_code == 200:
-            seen.add(response.headers["X-Worker-PID"])
-    return time.monotonic() - server.started
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -240,8 +227,7 @@ def main(argv=None) -> int:
         scratch = Path(scratch)
         server = GunicornServer(args.model_dir, scratch / "server.log", workers=args.workers)
         try:
-            server.wait_until_ready()
-            ready_seconds = wait_for_all_workers(server, args.workers)
+            ready_seconds = server.wait_until_all_workers_ready(args.workers)
             results = []
             for connections in args.connections:
                 for scenario in SCENARIOS:

@@ -2,9 +2,9 @@
 
 from flask_smorest import Api
 
-from app.api import health, model_info, predict
+from app.api import health, metrics, model_info, predict
 
-BLUEPRINTS = (predict.blp, model_info.blp, health.blp)
+BLUEPRINTS = (predict.blp, model_info.blp, health.blp, metrics.blp)
 
 
 def register_blueprints(api: Api) -> None:

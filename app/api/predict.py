@@ -7,7 +7,8 @@ from flask_smorest import abort
 
 from app.api.parser import Blueprint
 from app.api.schemas import PredictRequestSchema, PredictResponseSchema
-from app.serving import current_runner
+from app.extensions import BATCH_SIZE
+from app.serving import current_runner, log_prediction
 
 blp = Blueprint("predict", __name__, description="Online inference with the served model.")
 
@@ -40,6 +41,8 @@ class Predict(MethodView):
                     "instances": {int(i): ["Prediction is not finite."] for i in not_finite[:10]}
                 },
             )
+        BATCH_SIZE.observe(len(instances))
+        log_prediction(runner, instances, predictions)
         return {
             "predictions": predictions,
             "model": {"name": runner.name, "version": str(runner.number)},

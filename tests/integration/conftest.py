@@ -6,10 +6,10 @@ from tests.integration.server import GunicornServer, ServerError
 
 
 def start(model_dir, tmp_path_factory, **env) -> GunicornServer:
-    """Start Gunicorn and wait until it is ready, failing the test with its log if not."""
+    """Start Gunicorn and wait until every worker is ready, or fail the test with its log."""
     gunicorn = GunicornServer(model_dir, tmp_path_factory.mktemp("gunicorn") / "server.log", **env)
     try:
-        gunicorn.wait_until_ready()
+        gunicorn.wait_until_all_workers_ready(gunicorn.workers)
     except ServerError as error:
         gunicorn.stop()
         pytest.fail(str(error))

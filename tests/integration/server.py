@@ -27,6 +27,7 @@ class GunicornServer:
     """One Gunicorn master and its workers, started and stopped (by pid) by us."""
 
     def __init__(self, model_dir: Path, log_path: Path, workers: int = 2, **env):
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -67,6 +68,18 @@ class GunicornServer:
                 pass
             time.sleep(0.05)
         raise ServerError(f"gunicorn not ready after {timeout} s:\n{self.output()}")
+
+    def wait_until_all_workers_ready(self, workers: int, timeout: float = 60) -> float:
+        """Poll /health/ready until every worker has answered 200; seconds since launch."""
+        seen, deadline = set(), time.monotonic() + timeout
+        self.wait_until_ready(timeout)
+        while len(seen) < workers:
+            if time.monotonic() > deadline:
+                raise ServerError(f"{len(seen)} of {workers} workers ready:\n{self.output()}")
+            response = requests.get(f"{self.url}/health/ready", timeout=5)
+            if response.status_code == 200:
+                seen.add(response.headers["X-Worker-PID"])
+        return time.monotonic() - self.started
 
     def worker_pids(self) -> list[int]:
         """The master's live child processes."""

@@ -1,0 +1,169 @@
+"""Operating the service under a real Gunicorn: metrics, logs, reload, drain.
+
+Run alone with ``.venv/bin/pytest tests/integration/test_operations.py``.
+Each test starts its own two-worker Gunicorn on a free 127.0.0.1 port with a
+copy of the session model, and stops it (by pid) at the end.
+"""
+
+import json
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import start
+
+PREDICT = {"instances": [10, 2]}
+
+
+@pytest.fixture
+def store(model_dir, tmp_path):
+    """A model store of our own holding version 1 of the session model."""
+    path = tmp_path / "linear"
+    shutil.copytree(model_dir / "1", path / "1")
+    return path
+
+
+@pytest.fixture
+def make_server(tmp_path_factory):
+    servers = []
+
+    def make(store, **env):
+        servers.append(start(store, tmp_path_factory, **env))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+class RequestStream:
+    """Posts predictions back to back in a thread, recording versions and failures."""
+
+    def __init__(self, url: str):
+        self.url, self.versions, self.failures = url, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                response = requests.post(f"{self.url}/predict", json=PREDICT, timeout=10)
+            except requests.RequestException as error:
+                self.failures.append(repr(error))
+                continue
+            if response.status_code == 200:
+                self.versions.append(response.json()["model"]["version"])
+            else:
+                self.failures.append(f"{response.status_code} {response.text}")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def wait_for(condition, timeout=60, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout} s")
+
+
+def served_versions(url, attempts=40) -> set:
+    """The versions that fresh connections (so either worker) report."""
+    return {
+        requests.get(f"{url}/health/ready", timeout=5).json()["model"]["version"]
+        for _ in range(attempts)
+    }
+
+
+def test_metrics_add_up_requests_from_both_workers(store, make_server):
+    server = make_server(store)
+    pids, count = set(), 60
+    for _ in range(count):
+        response = requests.post(f"{server.url}/predict", json=PREDICT, timeout=5)
+        assert response.status_code == 200
+        pids.add(response.headers["X-Worker-PID"])
+    assert len(pids) == 2
+    text = requests.get(f"{server.url}/metrics", timeout=5).text
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    predict = (("endpoint", "/predict"), ("method", "POST"), ("status", "200"))
+    assert values[("model_server_http_requests_total", predict)] == count
+    assert values[("model_server_prediction_batch_size_sum", ())] == 2 * count
+    assert values[("model_server_model_load_duration_seconds_count", ())] == 2
+
+
+def test_every_log_line_is_json_with_request_fields(store, make_server):
+    server = make_server(store, PREDICTION_LOG_SAMPLE_RATE=1)
+    headers = {"X-Request-ID": "trace-42"}
+    requests.post(f"{server.url}/predict", json=PREDICT, headers=headers, timeout=5)
+    wait_for(lambda: "trace-42" in server.output() and '"gunicorn.access"' in server.output())
+    lines = [json.loads(line) for line in server.output().splitlines()]
+    access = [
+        r for r in lines if r.get("request_id") == "trace-42" and r["logger"] == "gunicorn.access"
+    ]
+    assert access[0]["method"] == "POST" and access[0]["status"] == 200
+    assert {"timestamp", "level", "pid", "duration_ms", "path"} <= set(access[0])
+    (prediction,) = [r for r in lines if r["logger"] == "app.predictions"]
+    assert prediction["request_id"] == "trace-42" and prediction["instances"] == [10.0, 2.0]
+
+
+def test_sighup_rolls_to_a_new_version_with_no_failed_request(store, make_server):
+    server = make_server(store)
+    with RequestStream(server.url) as stream:
+        wait_for(lambda: len(stream.versions) > 20)
+        shutil.copytree(store / "1", store / "2")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: served_versions(server.url) == {"2"})
+        count = len(stream.versions)
+        wait_for(lambda: len(stream.versions) > count + 20)
+    assert stream.failures == []
+    assert stream.versions[0] == "1" and stream.versions[-1] == "2"
+
+
+def test_a_broken_new_version_never_takes_the_service_down(store, make_server):
+    server = make_server(store)
+    old_pids = set(server.worker_pids())
+    (store / "2").mkdir()
+    (store / "2" / "model.keras").write_bytes(b"not a model")
+    with RequestStream(server.url) as stream:
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: len(server.worker_pids()) == 2 and not old_pids & set(server.worker_pids())
+        )
+        time.sleep(0.5)
+    assert stream.failures == []
+    assert served_versions(server.url) == {"1"}
+    model = requests.get(f"{server.url}/model", timeout=5).json()
+    assert model["version"] == "1" and "2" in model["skipped_versions"][0]
+    assert "skipping model version 2" in server.output()
+
+
+def test_model_version_pins_an_older_version(store, make_server):
+    shutil.copytree(store / "1", store / "2")
+    server = make_server(store, MODEL_VERSION=1)
+    assert served_versions(server.url) == {"1"}
+
+
+def test_sigterm_drains_not_ready_while_serving_then_exits_cleanly(store, make_server):
+    server = make_server(store, DRAIN_SECONDS=3)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    ready = requests.get(f"{server.url}/health/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
+    assert requests.post(f"{server.url}/predict", json=PREDICT, timeout=5).status_code == 200
+    assert server.process.wait(timeout=30) == 0

@@ -1,0 +1,63 @@
+"""Logs: one JSON object per line with request fields; prediction records sampled."""
+
+import json
+import logging
+
+from app.logs import JsonLogFormatter, RequestIdFilter
+
+
+def format_record(record) -> dict:
+    return json.loads(JsonLogFormatter("%(message)s").format(record))
+
+
+def test_a_record_has_timestamp_level_logger_message_and_pid():
+    record = logging.LogRecord("app.x", logging.WARNING, __file__, 1, "hello %s", ("you",), None)
+    line = format_record(record)
+    assert line["message"] == "hello you"
+    assert (line["level"], line["logger"]) == ("WARNING", "app.x")
+    assert line["timestamp"].endswith("+00:00") and isinstance(line["pid"], int)
+
+
+def test_gunicorn_access_records_carry_method_path_status_duration_and_request_id():
+    atoms = {"m": "POST", "U": "/predict", "s": "200", "M": "3", "h": "127.0.0.1"}
+    atoms["{x-request-id}o"] = "abc"
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "%(m)s", (), None)
+    record.args = atoms  # Gunicorn passes its atoms as the record's args.
+    line = format_record(record)
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/predict", 200)
+    assert (line["duration_ms"], line["request_id"]) == (3, "abc")
+
+
+def test_a_traceback_goes_to_the_log_record():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("app", logging.ERROR, __file__, 1, "failed", (), True)
+        record.exc_info = __import__("sys").exc_info()
+    assert "ValueError: boom" in format_record(record)["exc_info"]
+
+
+def test_records_inside_a_request_carry_its_request_id(app):
+    with app.test_request_context(headers={"X-Request-ID": "req-1"}):
+        app.preprocess_request()
+        record = logging.LogRecord("app", logging.INFO, __file__, 1, "m", (), None)
+        RequestIdFilter().filter(record)
+    assert record.request_id == "req-1"
+
+
+def predictions_logged(client, caplog) -> list:
+    with caplog.at_level(logging.INFO, logger="app.predictions"):
+        client.post("/predict", json={"instances": [10, 2]}, headers={"X-Request-ID": "r-9"})
+    return [r for r in caplog.records if r.name == "app.predictions"]
+
+
+def test_predictions_are_logged_with_inputs_outputs_version_and_request_id(app, client, caplog):
+    app.config["PREDICTION_LOG_SAMPLE_RATE"] = 1.0
+    (record,) = predictions_logged(client, caplog)
+    assert record.instances == [10.0, 2.0] and len(record.predictions) == 2
+    assert (record.model, record.model_version, record.request_id) == ("linear", 1, "r-9")
+
+
+def test_prediction_logging_can_be_sampled_down_to_nothing(app, client, caplog):
+    app.config["PREDICTION_LOG_SAMPLE_RATE"] = 0.0
+    assert predictions_logged(client, caplog) == []

@@ -14,8 +14,13 @@ from pathlib import Path
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-server-metrics-")
 
+from app import gunicorn_errors  # noqa: E402
 from app.config import Config  # noqa: E402
 from app.logs import ACCESS_FORMAT, logging_config  # noqa: E402
+
+# Errors Gunicorn answers itself (bad request line, oversized headers, a
+# request cut off at the timeout) use the API's JSON shape, not HTML.
+gunicorn_errors.install()
 
 # Loopback unless told otherwise; containers set HOST=0.0.0.0.
 bind = os.environ.get("GUNICORN_BIND") or "{}:{}".format(
@@ -55,7 +60,15 @@ access_log_format = ACCESS_FORMAT
 
 
 def on_starting(server):
-    """Start with an empty metrics directory: old files would add stale counts."""
+    """Refuse to start without a servable model; empty the metrics directory."""
+    from app.preflight import first_load_error
+
+    error = first_load_error(_settings.MODEL_DIR, _settings.MODEL_VERSION)
+    if error:
+        # One line naming the path and the cause; no worker is ever forked.
+        server.log.error("no servable model: %s", error)
+        sys.exit(1)
+    # Old files would add stale counts to the new server's metrics.
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)

@@ -58,3 +58,6 @@ def openapi_settings() -> dict:
 
 def register_extensions(app: Flask) -> None:
     api.init_app(app)
+    api.spec.components.security_scheme(
+        "bearerAuth", {"type": "http", "scheme": "bearer", "description": "The API_TOKEN, if set."}
+    )

@@ -215,6 +215,5 @@ def load_newest(model_dir, pinned_version: int | None = None) -> tuple[ModelRunn
         try:
             return ModelRunner.load(version), failures
         except ModelLoadError as error:
-            log.warning("skipping model version %s: %s", version.number, error)
             failures.append(str(error))
     raise ModelLoadError("; ".join(failures))

@@ -39,6 +39,8 @@ def load_model(app: Flask) -> ModelRunner:
     state.runner, state.skipped = runner, skipped
     MODEL_LOAD_SECONDS.observe(runner.load_seconds)
     MODEL_LOAD_FAILURES.inc(len(skipped))
+    for failure in skipped:
+        log.warning("skipping a newer model version that does not load: %s", failure)
     MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
     log.info(
         "serving model %s version %s with %s (loaded in %.2f s)",

@@ -1,7 +1,9 @@
 """POST /predict: online inference."""
 
+import hmac
+
 import numpy as np
-from flask import current_app
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import abort
 
@@ -12,12 +14,33 @@ from app.serving import current_runner, log_prediction
 
 blp = Blueprint("predict", __name__, description="Online inference with the served model.")
 
+# Documented on the operation: the token is needed only when API_TOKEN is set.
+OPTIONAL_BEARER = [{}, {"bearerAuth": []}]
+
+
+@blp.before_request
+def require_token():
+    """With API_TOKEN set, answer 401 unless the request carries it as a bearer token."""
+    expected = current_app.config["API_TOKEN"]
+    if expected is None:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # Constant-time comparison: response timing must not reveal the token.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        abort(
+            401,
+            message="A valid bearer token is required: Authorization: Bearer <API_TOKEN>.",
+            headers={"WWW-Authenticate": 'Bearer realm="model-server"'},
+        )
+
 
 @blp.route("/predict")
 class Predict(MethodView):
+    @blp.doc(security=OPTIONAL_BEARER)
     @blp.arguments(PredictRequestSchema())
     @blp.response(200, PredictResponseSchema)
     @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")

@@ -7,16 +7,11 @@ from marshmallow import Schema, ValidationError, fields
 
 # Per-element errors reported for one request; the rest are implied.
 MAX_REPORTED_ERRORS = 10
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-NUMBER = {"type": "number", "example": 10.0}
-ROW = {
-    "type": "array",
-    "items": {"type": "number"},
-    "minItems": 1,
-    "maxItems": 1,
-    "example": [10.0],
-}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32 = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+NUMBER = {**FLOAT32, "example": 10.0}
+ROW = {"type": "array", "items": FLOAT32, "minItems": 1, "maxItems": 1, "example": [10.0]}
 
 
 class Instances(fields.List):
@@ -91,11 +86,13 @@ class PredictRequestSchema(Schema):
         metadata={
             "description": (
                 "The inputs, one prediction each: between 1 and MAX_BATCH_SIZE "
-                "(default 1000) finite numbers. Each may also be a one-element list "
-                "(TensorFlow Serving's row format)."
+                "(1000 unless the server sets it otherwise) finite numbers in float32 "
+                "range. Each may also be a one-element list (TensorFlow Serving's row "
+                "format)."
             ),
             "example": [10.0, -1.5],
             "minItems": 1,
+            "maxItems": 1000,
         },
     )
 

@@ -1,5 +1,7 @@
 """Fixtures for tests against a real Gunicorn."""
 
+import shutil
+
 import pytest
 
 from tests.integration.server import GunicornServer, ServerError
@@ -22,3 +24,25 @@ def server(model_dir, tmp_path_factory):
     gunicorn = start(model_dir, tmp_path_factory)
     yield gunicorn
     gunicorn.stop()
+
+
+@pytest.fixture
+def store(model_dir, tmp_path):
+    """A model store of our own holding version 1 of the session model."""
+    path = tmp_path / "linear"
+    shutil.copytree(model_dir / "1", path / "1")
+    return path
+
+
+@pytest.fixture
+def make_server(tmp_path_factory):
+    """Start Gunicorns with given settings; all are stopped after the test."""
+    servers = []
+
+    def make(store, **env):
+        servers.append(start(store, tmp_path_factory, **env))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -87,7 +87,8 @@ class GunicornServer:
         return [int(pid) for pid in children.read_text().split()]
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text()
 
     def stop(self, timeout: float = 30) -> int:

@@ -15,30 +15,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import start
-
 PREDICT = {"instances": [10, 2]}
-
-
-@pytest.fixture
-def store(model_dir, tmp_path):
-    """A model store of our own holding version 1 of the session model."""
-    path = tmp_path / "linear"
-    shutil.copytree(model_dir / "1", path / "1")
-    return path
-
-
-@pytest.fixture
-def make_server(tmp_path_factory):
-    servers = []
-
-    def make(store, **env):
-        servers.append(start(store, tmp_path_factory, **env))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.stop()
 
 
 class RequestStream:
@@ -150,20 +127,10 @@ def test_a_broken_new_version_never_takes_the_service_down(store, make_server):
     assert served_versions(server.url) == {"1"}
     model = requests.get(f"{server.url}/model", timeout=5).json()
     assert model["version"] == "1" and "2" in model["skipped_versions"][0]
-    assert "skipping model version 2" in server.output()
+    assert "skipping a newer model version that does not load" in server.output()
 
 
 def test_model_version_pins_an_older_version(store, make_server):
     shutil.copytree(store / "1", store / "2")
     server = make_server(store, MODEL_VERSION=1)
     assert served_versions(server.url) == {"1"}
-
-
-def test_sigterm_drains_not_ready_while_serving_then_exits_cleanly(store, make_server):
-    server = make_server(store, DRAIN_SECONDS=3)
-    server.process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    ready = requests.get(f"{server.url}/health/ready", timeout=5)
-    assert ready.status_code == 503 and ready.json()["status"] == "draining"
-    assert requests.post(f"{server.url}/predict", json=PREDICT, timeout=5).status_code == 200
-    assert server.process.wait(timeout=30) == 0

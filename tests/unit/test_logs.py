@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 
 from app.logs import JsonLogFormatter, RequestIdFilter
 
@@ -33,7 +34,7 @@ def test_a_traceback_goes_to_the_log_record():
         raise ValueError("boom")
     except ValueError:
         record = logging.LogRecord("app", logging.ERROR, __file__, 1, "failed", (), True)
-        record.exc_info = __import__("sys").exc_info()
+        record.exc_info = sys.exc_info()
     assert "ValueError: boom" in format_record(record)["exc_info"]
 
 

@@ -1,0 +1,208 @@
+"""Careless and hostile requests: each gets a clear 4xx JSON error, and the app keeps serving."""
+
+import io
+import json
+
+import pytest
+
+SHAPE = {"code", "status", "message", "errors"}
+JSON = "application/json"
+
+
+def send(client, body: bytes | str, content_type=JSON, **kwargs):
+    return client.post("/predict", data=body, content_type=content_type, **kwargs)
+
+
+def assert_json_error(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == JSON
+    assert set(response.json) == SHAPE and response.json["code"] == status
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+@pytest.fixture(autouse=True)
+def still_serving(client):
+    """After every bad request, a good one is still answered."""
+    yield
+    assert send(client, '{"instances": [1]}').status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ("{", 400),
+        ("", 400),
+        ("null", 422),
+        ("[1, 2]", 422),
+        ('"instances"', 422),
+        ("42", 422),
+        (b"\xff\xfe{}", 400),
+        (b'{"instances": [1\xc3]}', 400),
+        ('\ufeff{"instances": [1]}', 400),
+        ('{"instances": [1]} trailing', 400),
+        ("[" * 100_000 + "]" * 100_000, 400),
+        ('{"instances": [' + "9" * 5000 + "]}", 400),
+    ],
+    ids=[
+        "malformed",
+        "empty",
+        "null",
+        "array",
+        "string",
+        "number",
+        "not-utf8",
+        "truncated-utf8",
+        "byte-order-mark",
+        "trailing-garbage",
+        "nested-100k",
+        "integer-over-4300-digits",
+    ],
+)
+def test_bodies_that_are_not_a_json_object_are_refused(client, body, status):
+    assert_json_error(send(client, body), status)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None],
+)
+def test_a_content_type_that_is_not_json_is_415(client, content_type):
+    response = client.post("/predict", data='{"instances": [1]}', content_type=content_type)
+    assert_json_error(response, 415)
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "utf-16", "ebcdic"])
+def test_json_in_another_charset_is_415(client, charset):
+    assert_json_error(send(client, '{"instances": [1]}', f"{JSON}; charset={charset}"), 415)
+
+
+@pytest.mark.parametrize("content_type", [f"{JSON}; charset=utf-8", f"{JSON}; charset=UTF-8"])
+def test_json_declared_as_utf8_is_accepted(client, content_type):
+    assert send(client, '{"instances": [1]}', content_type).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"instance": [1]},
+        {"instances": [1], "extra": 1},
+        {"instances": 1},
+        {"instances": "1, 2"},
+        {"instances": {"0": 1}},
+        {"instances": None},
+        {"instances": []},
+    ],
+    ids=["missing", "misspelt", "extra-field", "number", "string", "object", "null", "empty"],
+)
+def test_a_body_without_a_non_empty_list_of_instances_is_422(client, body):
+    assert_json_error(send(client, json.dumps(body)), 422)
+
+
+@pytest.mark.parametrize(
+    "element",
+    [
+        '"10"',
+        "true",
+        "false",
+        "null",
+        '{"x": 1}',
+        "[]",
+        "[1, 2]",
+        "[[1]]",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e309",
+        "-1e309",
+        "1e39",
+        "1" + "0" * 400,
+    ],
+)
+def test_elements_that_are_not_finite_float32_numbers_are_422_with_their_index(client, element):
+    response = send(client, '{"instances": [1, ' + element + "]}")
+    assert_json_error(response, 422)
+    assert list(response.json["errors"]["json"]["instances"]) == ["1"]
+
+
+def test_a_batch_over_max_batch_size_is_413(app, client):
+    app.config["MAX_BATCH_SIZE"] = 5
+    assert_json_error(send(client, json.dumps({"instances": [1] * 6})), 413)
+
+
+def test_a_body_over_max_content_length_is_413_before_it_is_read(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    response = send(client, json.dumps({"instances": [1] * 100}))
+    assert_json_error(response, 413)
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE", "HEAD"])
+def test_other_methods_on_predict_are_405_with_allow(client, method):
+    response = client.open("/predict", method=method)
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+    if method != "HEAD":
+        assert_json_error(response, 405)
+
+
+def test_options_lists_the_allowed_methods(client):
+    response = client.options("/predict")
+    assert response.status_code == 200
+    assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize("path", ["/nope", "/predict/", "/predict/1", "/../etc/passwd", "/%00"])
+def test_unknown_paths_are_404_json(client, path):
+    assert_json_error(client.get(path), 404)
+
+
+def test_head_on_a_probe_answers_without_a_body(client):
+    response = client.head("/health/live")
+    assert response.status_code == 200 and response.data == b""
+
+
+class TestToken:
+    @pytest.fixture(autouse=True)
+    def token(self, app):
+        app.config["API_TOKEN"] = "s3cret-token"
+
+    @pytest.fixture
+    def still_serving(self, client):
+        yield
+        headers = {"Authorization": "Bearer s3cret-token"}
+        assert send(client, '{"instances": [1]}', headers=headers).status_code == 200
+
+    @pytest.mark.parametrize(
+        "authorization",
+        [None, "", "Bearer", "Bearer wrong", "Basic czNjcmV0LXRva2Vu", "Bearer s3cret-token2"],
+    )
+    def test_predict_without_the_token_is_401_with_www_authenticate(self, client, authorization):
+        headers = {"Authorization": authorization} if authorization is not None else {}
+        response = send(client, '{"instances": [1]}', headers=headers)
+        assert_json_error(response, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+    def test_the_token_is_checked_before_the_body_is_parsed(self, client):
+        assert_json_error(send(client, "{not json"), 401)
+
+    @pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/metrics", "/openapi.json"])
+    def test_probes_metrics_and_docs_stay_open(self, client, path):
+        assert client.get(path).status_code == 200
+
+
+def test_debug_mode_is_off_outside_tests():
+    from app import create_app
+
+    app = create_app()
+    assert not app.debug and not app.testing
+
+
+def test_a_chunked_body_over_max_content_length_is_413(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    body = json.dumps({"instances": [1] * 100}).encode()
+    response = client.post(
+        "/predict",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": JSON, "Transfer-Encoding": "chunked"},
+    )
+    assert_json_error(response, 413)

@@ -17,6 +17,27 @@ export HOST PORT
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+# The docs pages' JavaScript and CSS, served by the app itself so /redoc and
+# /swagger-ui work offline; fetched from npm packages, never committed.
+DOCS_ASSETS := app/static/docs
+REDOC_VERSION := 2.5.4
+SWAGGER_UI_VERSION := 5.35.0
+
+$(DOCS_ASSETS)/VERSIONS: Makefile
+	@command -v npm >/dev/null || { echo "npm is needed to fetch the docs pages' assets"; exit 1; }
+	rm -rf $(DOCS_ASSETS) && mkdir -p $(DOCS_ASSETS)/redoc $(DOCS_ASSETS)/swagger-ui
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent redoc@$(REDOC_VERSION) swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null && cd - >/dev/null && \
+	tar -xzf $$tmp/redoc-$(REDOC_VERSION).tgz -C $(DOCS_ASSETS)/redoc --strip-components=1 \
+		package/bundles/redoc.standalone.js package/LICENSE && \
+	tar -xzf $$tmp/swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz -C $(DOCS_ASSETS)/swagger-ui --strip-components=1 \
+		package/swagger-ui.css package/swagger-ui-bundle.js package/swagger-ui-standalone-preset.js package/LICENSE && \
+	rm -rf $$tmp
+	mv $(DOCS_ASSETS)/redoc/bundles/redoc.standalone.js $(DOCS_ASSETS)/redoc/ && rmdir $(DOCS_ASSETS)/redoc/bundles
+	echo "redoc $(REDOC_VERSION), swagger-ui-dist $(SWAGGER_UI_VERSION)" > $@
+
+.PHONY: docs-assets
+docs-assets: $(DOCS_ASSETS)/VERSIONS ## Fetch ReDoc and Swagger UI from npm into app/static/docs
+
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -24,7 +45,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 .PHONY: install
-install: $(BIN)/.installed ## Create .venv and install the project with its dev tools
+install: $(BIN)/.installed $(DOCS_ASSETS)/VERSIONS ## Create .venv and install the project with its dev tools
 
 .PHONY: train
 train: install ## Train a new model version into $(MODEL_DIR)
@@ -71,5 +92,22 @@ bench: model ## Benchmark the real server with wrk; writes benchmarks/results.md
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.bench
 
+.PHONY: loadtest
+loadtest: model ## Locust load test against a fresh server; report in reports/, fails on errors or slow p95
+	$(BIN)/python -m pip install --quiet -e '.[dev,load]'
+	$(BIN)/python -m tests.load.run
+
+.PHONY: lint-deploy
+lint-deploy: install ## Check Dockerfile, compose file and Kubernetes manifests statically
+	$(BIN)/python -m pip install --quiet -e '.[dev,deploy]'
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/kubernetes-validate --strict deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml
+	$(BIN)/python -c "import yaml; yaml.safe_load(open('deploy/prometheus/prometheus.yml'))"
+
+.PHONY: browser
+browser: ## Install Debian's chromium for the docs-page tests (needs root)
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 .PHONY: all
-all: lint test ## What CI runs: lint and the whole test suite
+all: lint lint-deploy test ## What CI runs: lint, deploy-file checks and the whole test suite

@@ -13,6 +13,7 @@ from pathlib import Path
 # multiprocess mode); it must be known before the app imports the client.
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-server-metrics-")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from app import gunicorn_errors  # noqa: E402
 from app.config import Config  # noqa: E402

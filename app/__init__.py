@@ -50,9 +50,10 @@ def openapi_settings() -> dict:
         "OPENAPI_URL_PREFIX": "/",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_REDOC_PATH": "/redoc",
-        "OPENAPI_REDOC_URL": "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        # Served from app/static/docs (make docs-assets), not a CDN: offline works.
+        "OPENAPI_REDOC_URL": "/static/docs/redoc/redoc.standalone.js",
         "OPENAPI_SWAGGER_UI_PATH": "/swagger-ui",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        "OPENAPI_SWAGGER_UI_URL": "/static/docs/swagger-ui/",
     }
 
 

@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# The model server: Gunicorn + Flask serving the trained Keras model.
+#   docker build -t model-server .
+#   docker run -p 8000:8000 model-server
+# The default model is trained in the build; mount another store at /models
+# (-v "$PWD/models:/models:ro") to serve it instead.
+
+# ReDoc and Swagger UI from npm, so the docs pages work without a CDN.
+FROM node:20-bookworm-slim AS docs-assets
+WORKDIR /assets
+RUN npm pack --silent redoc@2.5.4 swagger-ui-dist@5.35.0 \
+ && mkdir -p docs/redoc docs/swagger-ui \
+ && tar -xzf redoc-2.5.4.tgz -C docs/redoc --strip-components=2 package/bundles/redoc.standalone.js \
+ && tar -xzf redoc-2.5.4.tgz -C docs/redoc --strip-components=1 package/LICENSE \
+ && tar -xzf swagger-ui-dist-5.35.0.tgz -C docs/swagger-ui --strip-components=1 \
+      package/swagger-ui.css package/swagger-ui-bundle.js \
+      package/swagger-ui-standalone-preset.js package/LICENSE
+
+# A virtualenv with the project installed, and the default model trained.
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY training ./training
+COPY --from=docs-assets /assets/docs ./app/static/docs
+RUN pip install --no-cache-dir . \
+ && python -m training --name linear --output-dir /models --epochs 500 --seed 42
+
+# The runtime: no compilers, no npm, a non-root user.
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8000 \
+    MODEL_DIR=/models/linear \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics \
+    KERAS_HOME=/tmp/.keras
+WORKDIR /srv
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /models /models
+COPY wsgi.py gunicorn.conf.py ./
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '8000'), timeout=2)"]
+# Exec form: Gunicorn is PID 1 and gets SIGTERM itself; logs go to stdout.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -9,7 +9,7 @@ import numpy as np
 import requests
 
 # Fresh connections land on either worker; this many make missing one unlikely.
-ATTEMPTS_TO_SEE_BOTH_WORKERS = 200
+ATTEMPTS_TO_SEE_BOTH_WORKERS = 2000
 
 
 def test_predictions_over_http_match_the_model(server, keras_model):

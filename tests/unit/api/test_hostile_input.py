@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from app import create_app
+
 SHAPE = {"code", "status", "message", "errors"}
 JSON = "application/json"
 
@@ -162,9 +164,11 @@ def test_head_on_a_probe_answers_without_a_body(client):
 
 
 class TestToken:
-    @pytest.fixture(autouse=True)
-    def token(self, app):
-        app.config["API_TOKEN"] = "s3cret-token"
+    @pytest.fixture
+    def app(self, model_dir, runner):
+        app = create_app({"TESTING": True, "MODEL_DIR": model_dir, "API_TOKEN": "s3cret-token"})
+        app.extensions["serving"].runner = runner
+        return app
 
     @pytest.fixture
     def still_serving(self, client):
@@ -191,8 +195,6 @@ class TestToken:
 
 
 def test_debug_mode_is_off_outside_tests():
-    from app import create_app
-
     app = create_app()
     assert not app.debug and not app.testing
 

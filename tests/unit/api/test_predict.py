@@ -76,3 +76,14 @@ def test_a_body_that_is_not_json_is_400(client):
 def test_a_content_type_that_is_not_json_is_415(client):
     response = client.post("/predict", data='{"instances": [1]}', content_type="text/plain")
     assert response.status_code == 415
+
+
+@pytest.mark.parametrize("size", [1, 16, 17, 1000])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_prediction_is_found_at_any_batch_size(size, bad):
+    from app.api.predict import all_finite
+
+    values = np.ones(size, np.float32)
+    assert all_finite(values)
+    values[-1] = bad
+    assert not all_finite(values)

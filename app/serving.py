@@ -23,10 +23,6 @@ class ServingState:
     skipped: list[str] = field(default_factory=list)
     draining: bool = False
 
-    @property
-    def ready(self) -> bool:
-        return self.runner is not None and not self.draining
-
 
 def serving_state(app: Flask) -> ServingState:
     return app.extensions["serving"]

@@ -10,7 +10,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from flask import Flask  # noqa: E402
 
 from app.api import register_blueprints  # noqa: E402
-from app.api.predict import require_token  # noqa: E402
 from app.config import Config  # noqa: E402
 from app.errors import register_error_handlers  # noqa: E402
 from app.extensions import api  # noqa: E402
@@ -36,10 +35,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.config.update(config)
     app.extensions["serving"] = ServingState()
     register_extensions(app)
-    register_blueprints(api)
-    if app.config["API_TOKEN"]:
-        # Registered only when needed: an open server pays nothing per request.
-        app.before_request_funcs.setdefault("predict", []).append(require_token)
+    register_blueprints(app, api)
     register_error_handlers(app)
     register_request_hooks(app)
     return app

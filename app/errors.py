@@ -15,9 +15,14 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(Exception, handle_unexpected_exception)
 
 
+def error_payload(code: int, status: str, message: str, errors: dict | None = None) -> dict:
+    """The one error shape: ``code``, ``status``, ``message``, ``errors``."""
+    return {"code": code, "status": status, "message": message, "errors": errors or {}}
+
+
 def error_response(code: int, status: str, message: str, errors: dict | None = None, headers=()):
-    """A JSON error in the one shape: ``code``, ``status``, ``message``, ``errors``."""
-    response = jsonify(code=code, status=status, message=message, errors=errors or {})
+    """A JSON error response in the one shape."""
+    response = jsonify(error_payload(code, status, message, errors))
     response.status_code = code
     response.headers.extend(headers)
     return response

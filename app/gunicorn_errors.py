@@ -3,12 +3,12 @@
 import orjson
 from gunicorn import util
 
+from app.errors import error_payload
+
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """Drop-in for ``gunicorn.util.write_error``, which writes an HTML page."""
-    body = orjson.dumps(
-        {"code": status_int, "status": reason, "message": mesg or reason, "errors": {}}
-    )
+    body = orjson.dumps(error_payload(status_int, reason, mesg or reason))
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

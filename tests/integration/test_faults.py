@@ -11,8 +11,8 @@ import time
 import pytest
 import requests
 
+from tests.integration.clients import PREDICT, RequestStream, served_by, wait_for
 from tests.integration.server import GunicornServer
-from tests.integration.test_operations import PREDICT, RequestStream, wait_for
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
@@ -23,14 +23,6 @@ def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
         while chunk := connection.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
-
-
-def served_by(url, attempts=40) -> set:
-    """The pids of the workers that answer fresh connections."""
-    return {
-        requests.get(f"{url}/health/ready", timeout=5).headers["X-Worker-PID"]
-        for _ in range(attempts)
-    }
 
 
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(store, make_server):

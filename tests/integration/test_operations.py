@@ -8,60 +8,12 @@ copy of the session model, and stops it (by pid) at the end.
 import json
 import shutil
 import signal
-import threading
 import time
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-PREDICT = {"instances": [10, 2]}
-
-
-class RequestStream:
-    """Posts predictions back to back in a thread, recording versions and failures."""
-
-    def __init__(self, url: str):
-        self.url, self.versions, self.failures = url, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                response = requests.post(f"{self.url}/predict", json=PREDICT, timeout=10)
-            except requests.RequestException as error:
-                self.failures.append(repr(error))
-                continue
-            if response.status_code == 200:
-                self.versions.append(response.json()["model"]["version"])
-            else:
-                self.failures.append(f"{response.status_code} {response.text}")
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=15)
-
-
-def wait_for(condition, timeout=60, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    pytest.fail(f"condition not met within {timeout} s")
-
-
-def served_versions(url, attempts=40) -> set:
-    """The versions that fresh connections (so either worker) report."""
-    return {
-        requests.get(f"{url}/health/ready", timeout=5).json()["model"]["version"]
-        for _ in range(attempts)
-    }
+from tests.integration.clients import PREDICT, RequestStream, served_versions, wait_for
 
 
 def test_metrics_add_up_requests_from_both_workers(store, make_server):

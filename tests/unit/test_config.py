@@ -35,6 +35,8 @@ def test_values_come_from_the_environment():
         {"LOG_LEVEL": "loud"},
         {"LOG_FORMAT": "xml"},
         {"PREDICTION_LOG_SAMPLE_RATE": "2"},
+        {"PREDICTION_LOG_SAMPLE_RATE": "nan"},
+        {"DRAIN_SECONDS": "-1"},
     ],
 )
 def test_nonsense_fails_at_start_naming_the_variable(environ):

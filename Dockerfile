@@ -8,13 +8,8 @@
 # ReDoc and Swagger UI from npm, so the docs pages work without a CDN.
 FROM node:20-bookworm-slim AS docs-assets
 WORKDIR /assets
-RUN npm pack --silent redoc@2.5.4 swagger-ui-dist@5.35.0 \
- && mkdir -p docs/redoc docs/swagger-ui \
- && tar -xzf redoc-2.5.4.tgz -C docs/redoc --strip-components=2 package/bundles/redoc.standalone.js \
- && tar -xzf redoc-2.5.4.tgz -C docs/redoc --strip-components=1 package/LICENSE \
- && tar -xzf swagger-ui-dist-5.35.0.tgz -C docs/swagger-ui --strip-components=1 \
-      package/swagger-ui.css package/swagger-ui-bundle.js \
-      package/swagger-ui-standalone-preset.js package/LICENSE
+COPY tools/fetch-docs-assets.sh ./
+RUN ./fetch-docs-assets.sh docs
 
 # A virtualenv with the project installed, and the default model trained.
 FROM python:3.11-slim-bookworm AS build

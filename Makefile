@@ -20,20 +20,10 @@ help: ## List the targets
 # The docs pages' JavaScript and CSS, served by the app itself so /redoc and
 # /swagger-ui work offline; fetched from npm packages, never committed.
 DOCS_ASSETS := app/static/docs
-REDOC_VERSION := 2.5.4
-SWAGGER_UI_VERSION := 5.35.0
 
-$(DOCS_ASSETS)/VERSIONS: Makefile
+$(DOCS_ASSETS)/VERSIONS: tools/fetch-docs-assets.sh
 	@command -v npm >/dev/null || { echo "npm is needed to fetch the docs pages' assets"; exit 1; }
-	rm -rf $(DOCS_ASSETS) && mkdir -p $(DOCS_ASSETS)/redoc $(DOCS_ASSETS)/swagger-ui
-	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent redoc@$(REDOC_VERSION) swagger-ui-dist@$(SWAGGER_UI_VERSION) >/dev/null && cd - >/dev/null && \
-	tar -xzf $$tmp/redoc-$(REDOC_VERSION).tgz -C $(DOCS_ASSETS)/redoc --strip-components=1 \
-		package/bundles/redoc.standalone.js package/LICENSE && \
-	tar -xzf $$tmp/swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz -C $(DOCS_ASSETS)/swagger-ui --strip-components=1 \
-		package/swagger-ui.css package/swagger-ui-bundle.js package/swagger-ui-standalone-preset.js package/LICENSE && \
-	rm -rf $$tmp
-	mv $(DOCS_ASSETS)/redoc/bundles/redoc.standalone.js $(DOCS_ASSETS)/redoc/ && rmdir $(DOCS_ASSETS)/redoc/bundles
-	echo "redoc $(REDOC_VERSION), swagger-ui-dist $(SWAGGER_UI_VERSION)" > $@
+	tools/fetch-docs-assets.sh $(DOCS_ASSETS)
 
 .PHONY: docs-assets
 docs-assets: $(DOCS_ASSETS)/VERSIONS ## Fetch ReDoc and Swagger UI from npm into app/static/docs

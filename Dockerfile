@@ -11,20 +11,22 @@ WORKDIR /assets
 COPY tools/fetch-docs-assets.sh ./
 RUN ./fetch-docs-assets.sh docs
 
-# A virtualenv with the project installed, and the default model trained.
+# Two virtualenvs: one with TensorFlow trains and compiles the default model,
+# the other holds only the serving install (no TensorFlow) for the runtime.
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY training ./training
 COPY --from=docs-assets /assets/docs ./app/static/docs
-RUN pip install --no-cache-dir . \
- && python -m training --name linear --output-dir /models --epochs 500 --seed 42
+RUN python -m venv /opt/train \
+ && /opt/train/bin/pip install --no-cache-dir '.[train]' \
+ && /opt/train/bin/python -m training --name linear --output-dir /models --epochs 500 --seed 42
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir .
 
 # The runtime: no compilers, no npm, a non-root user.
 FROM python:3.11-slim-bookworm
@@ -35,15 +37,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     MODEL_DIR=/models/linear \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics \
-    KERAS_HOME=/tmp/.keras
+    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics
 WORKDIR /srv
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /models /models
 COPY wsgi.py gunicorn.conf.py ./
 USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '8000'), timeout=2)"]
 # Exec form: Gunicorn is PID 1 and gets SIGTERM itself; logs go to stdout.
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+CMD ["python", "-m", "app.serve"]

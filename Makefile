@@ -31,7 +31,7 @@ docs-assets: $(DOCS_ASSETS)/VERSIONS ## Fetch ReDoc and Swagger UI from npm into
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	touch $@
 
 .PHONY: install
@@ -40,6 +40,11 @@ install: $(BIN)/.installed $(DOCS_ASSETS)/VERSIONS ## Create .venv and install t
 .PHONY: train
 train: install ## Train a new model version into $(MODEL_DIR)
 	$(BIN)/python -m training --name $(MODEL_NAME) --output-dir $(MODEL_ROOT)
+
+.PHONY: compile
+compile: install ## Write the serving artifact for an existing version: make compile VERSION_DIR=models/linear/1
+	@test -n "$(VERSION_DIR)" || { echo "usage: make compile VERSION_DIR=<model dir>/<version>"; exit 2; }
+	$(BIN)/python -m training compile $(VERSION_DIR)
 
 .PHONY: model
 model: install ## Train the default model only if $(MODEL_DIR) has no version yet
@@ -51,11 +56,15 @@ model: install ## Train the default model only if $(MODEL_DIR) has no version ye
 
 .PHONY: serve
 serve: model ## Serve on $(HOST):$(PORT) with Gunicorn (set-up included)
-	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	exec $(BIN)/python -m app.serve
 
 .PHONY: reload
 reload: ## Move every worker of `make serve` to the newest model version, with no failed request
-	kill -HUP $$(cat $(GUNICORN_PIDFILE))
+	@pid=$$(cat $(GUNICORN_PIDFILE) 2>/dev/null); \
+	if [ -z "$$pid" ] || ! grep -qa gunicorn /proc/$$pid/cmdline 2>/dev/null; then \
+		echo "no server is running (no live Gunicorn at the pid in $(GUNICORN_PIDFILE))"; exit 1; \
+	fi; \
+	kill -HUP $$pid && echo "reloading Gunicorn master $$pid"
 
 .PHONY: test
 test: install ## Run the whole test suite (set-up included)
@@ -79,17 +88,17 @@ openapi: install ## Regenerate openapi.yaml from the app
 bench: model ## Benchmark the real server with wrk; writes benchmarks/results.md and .png
 	@command -v wrk >/dev/null || { echo "wrk missing: installing Debian's package"; \
 		(apt-get update -qq && apt-get install -y -qq wrk) || { echo "cannot install wrk; install it and rerun"; exit 1; }; }
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,bench]'
 	$(BIN)/python -m benchmarks.bench
 
 .PHONY: loadtest
 loadtest: model ## Locust load test against a fresh server; report in reports/, fails on errors or slow p95
-	$(BIN)/python -m pip install --quiet -e '.[dev,load]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,load]'
 	$(BIN)/python -m tests.load.run
 
 .PHONY: lint-deploy
 lint-deploy: install ## Check Dockerfile, compose file and Kubernetes manifests statically
-	$(BIN)/python -m pip install --quiet -e '.[dev,deploy]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,deploy]'
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/kubernetes-validate --strict deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml

@@ -1,7 +1,11 @@
-"""Gunicorn settings for the model server; each has an environment override."""
+"""Gunicorn settings for the model server; each comes from an environment variable.
 
+Every variable is read and checked once, by ``app.config.Config``: nonsense
+stops the start with one line naming the variable, before anything is created.
+"""
+
+import atexit
 import gc
-import multiprocessing
 import os
 import shutil
 import signal
@@ -11,13 +15,29 @@ import threading
 from pathlib import Path
 
 # Metrics from every worker meet in one directory (prometheus_client's
-# multiprocess mode); it must be known before the app imports the client.
+# multiprocess mode); it must be set before anything imports the client.
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="model-server-metrics-")
-os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    _metrics_dir = tempfile.mkdtemp(prefix="model-server-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+    _owner = os.getpid()
+    # Ours alone: removed when the master exits, after a failed start too.
+    atexit.register(lambda: os.getpid() == _owner and shutil.rmtree(_metrics_dir, True))
+elif os.environ["PROMETHEUS_MULTIPROC_DIR"].strip() and "app.extensions" not in sys.modules:
+    # At the first start (a reload runs this file again), before importing the
+    # app creates this process's own files: drop an earlier server's counts.
+    _stale = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    _stale.mkdir(parents=True, exist_ok=True)
+    for _file in _stale.glob("*.db"):
+        _file.unlink()
 
-from app import gunicorn_errors  # noqa: E402
-from app.config import Config  # noqa: E402
+from app.config import Config, ConfigError  # noqa: E402
+
+try:
+    _settings = Config()
+except ConfigError as error:
+    sys.exit(f"model server: configuration error: {error}")
+
+from app import gunicorn_errors, metrics_files  # noqa: E402, I001
 from app.logs import ACCESS_FORMAT, logging_config  # noqa: E402
 
 # Errors Gunicorn answers itself (bad request line, oversized headers, a
@@ -25,35 +45,32 @@ from app.logs import ACCESS_FORMAT, logging_config  # noqa: E402
 gunicorn_errors.install()
 
 # Loopback unless told otherwise; containers set HOST=0.0.0.0.
-bind = os.environ.get("GUNICORN_BIND") or "{}:{}".format(
-    os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", "8000")
-)
+bind = _settings.GUNICORN_BIND
 
-# One process per core: inference is CPU-bound and each worker holds its own model.
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
+# One process per core: inference is CPU-bound and each worker runs its own interpreter.
+workers = _settings.WEB_CONCURRENCY
 
 # Synchronous workers: the work is CPU-bound, so threads only contend for the
 # GIL; measured at 16 connections, gthread's p99 was 19-32 ms against 8 ms.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+worker_class = _settings.GUNICORN_WORKER_CLASS
+threads = _settings.GUNICORN_THREADS
 
-# Import the app, and with it TensorFlow, once in the master so the workers
-# share those pages; no TensorFlow op runs before the fork (see post_fork).
+# Import the app once in the master so the workers share its pages. The
+# master also holds the verified model (bytes, no runtime) that workers serve.
 preload_app = True
 
 # A request still running after this many seconds is cut off and its worker replaced.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = _settings.GUNICORN_TIMEOUT
 
 # On SIGTERM or reload, in-flight requests get this long to finish.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = _settings.GUNICORN_GRACEFUL_TIMEOUT
 
 # Reload with SIGHUP to this pid (make reload); the control socket is not needed.
-pidfile = os.environ.get("GUNICORN_PIDFILE") or None
+pidfile = str(_settings.GUNICORN_PIDFILE) if _settings.GUNICORN_PIDFILE else None
 control_socket_disable = True
 
 # One JSON object per line on stdout (LOG_FORMAT=text for humans), from the
 # app and from Gunicorn's access and error logs alike.
-_settings = Config()
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.LOG_LEVEL.lower()
@@ -62,18 +79,38 @@ access_log_format = ACCESS_FORMAT
 
 
 def on_starting(server):
-    """Refuse to start without a servable model; empty the metrics directory."""
-    from app.preflight import first_load_error
+    """Load the model, or refuse to start with one line saying why."""
+    from app.model import ModelLoadError
+    from app.serving import load_bundle
 
-    error = first_load_error(_settings.MODEL_DIR, _settings.MODEL_VERSION)
-    if error:
+    try:
+        load_bundle(server.app.wsgi())
+    except ModelLoadError as error:
         # One line naming the path and the cause; no worker is ever forked.
         server.log.error("no servable model: %s", error)
         sys.exit(1)
-    # Old files would add stale counts to the new server's metrics.
-    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+
+
+def on_reload(server):
+    """Load the newest version before any worker is replaced; keep the old one if it fails.
+
+    Gunicorn calls this before it forks the new workers and stops the old
+    ones, so the old workers serve on while the new version loads, and the
+    new workers start with it already verified: no gap, however slow the load.
+    """
+    from app.model import ModelLoadError
+    from app.serving import load_bundle, serving_state
+
+    app = server.app.wsgi()
+    try:
+        load_bundle(app)
+    except ModelLoadError as error:
+        kept = serving_state(app).bundle.version
+        server.log.error(
+            "reload: no newer version loads, workers keep serving version %s: %s",
+            kept.number,
+            error,
+        )
 
 
 def pre_fork(server, worker):
@@ -87,22 +124,14 @@ def pre_fork(server, worker):
 
 
 def post_fork(server, worker):
-    """Load the model in each new worker, after the fork and before it serves."""
-    from app.model import ModelLoadError, configure_tensorflow_threads
-    from app.serving import load_model
+    """Build the worker's runtime from the master's verified model, before it serves."""
+    from app.serving import start_serving
 
     # Until the worker installs its own handlers, it still has the master's,
     # which would swallow a stop signal sent while the model loads.
     for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(stop_signal, lambda signum, frame: sys.exit(0))
-    # One thread per pool: the worker count already covers the cores.
-    configure_tensorflow_threads(1)
-    try:
-        load_model(worker.app.wsgi())
-    except ModelLoadError as error:
-        server.log.error("no servable model: %s", error)
-        # Gunicorn halts the whole server (no respawn loop) on this exit code.
-        sys.exit(server.WORKER_BOOT_ERROR)
+    start_serving(worker.app.wsgi())
 
 
 def post_worker_init(worker):
@@ -120,6 +149,8 @@ def post_worker_init(worker):
         os.write(worker.PIPE[1], b"1")  # Wake the worker from its wait for connections.
 
     def drain(signum, frame):
+        if state.draining:  # The master repeats SIGTERM while it waits.
+            return
         state.draining = True
         threading.Timer(_settings.DRAIN_SECONDS, stop).start()
 
@@ -127,7 +158,5 @@ def post_worker_init(worker):
 
 
 def child_exit(server, worker):
-    """Drop a dead worker's live gauges (in-flight requests, served model)."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    """Fold a dead worker's metrics into the totals and drop its files."""
+    metrics_files.retire(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)

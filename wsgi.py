@@ -1,4 +1,4 @@
-"""WSGI entry point: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
+"""WSGI entry point: ``gunicorn -c gunicorn.conf.py wsgi:app`` (``python -m app.serve`` runs it)."""
 
 from app import create_app
 

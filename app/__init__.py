@@ -1,21 +1,11 @@
-"""The model server's Flask application factory."""
+"""The model server's Flask application factory.
 
-import os
+The modules are imported inside ``create_app``: ``app.config`` alone must be
+importable (by ``python -m app.serve`` and gunicorn.conf.py) without creating
+the app's metrics, which depend on the environment those two prepare.
+"""
 
-# Read by TensorFlow when first imported: keep its C++ start-up chatter out of
-# the logs, and skip oneDNN, which only adds start-up cost for models this small.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-from flask import Flask  # noqa: E402
-
-from app.api import register_blueprints  # noqa: E402
-from app.config import Config  # noqa: E402
-from app.errors import register_error_handlers  # noqa: E402
-from app.extensions import api  # noqa: E402
-from app.json_provider import OrjsonProvider  # noqa: E402
-from app.request_context import register_request_hooks  # noqa: E402
-from app.serving import ServingState  # noqa: E402
+from flask import Flask
 
 API_DESCRIPTION = (
     "Online inference for a Keras regression model with one numeric input and one "
@@ -27,14 +17,23 @@ API_DESCRIPTION = (
 
 def create_app(config: dict | None = None) -> Flask:
     """Create the app; ``config`` overrides settings (tests use it)."""
+    from app.api import register_blueprints
+    from app.config import Config
+    from app.errors import register_error_handlers
+    from app.json_provider import OrjsonProvider
+    from app.request_context import register_request_hooks
+    from app.serving import ServingState
+
     app = Flask(__name__)
+    # "//" in a path is a 404, not an HTML redirect to a URL built from the Host header.
+    app.url_map.merge_slashes = False
     app.json = OrjsonProvider(app)
     app.config.from_object(Config())
     app.config.update(openapi_settings())
     if config:
         app.config.update(config)
     app.extensions["serving"] = ServingState()
-    register_extensions(app)
+    api = register_extensions(app)
     register_blueprints(app, api)
     register_error_handlers(app)
     register_request_hooks(app)
@@ -57,8 +56,11 @@ def openapi_settings() -> dict:
     }
 
 
-def register_extensions(app: Flask) -> None:
+def register_extensions(app: Flask):
+    from app.extensions import api
+
     api.init_app(app)
     api.spec.components.security_scheme(
         "bearerAuth", {"type": "http", "scheme": "bearer", "description": "The API_TOKEN, if set."}
     )
+    return api

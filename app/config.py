@@ -32,13 +32,36 @@ def _choice(environ, name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _token(environ, name: str) -> str | None:
+    value = environ.get(name) or None
+    if value is not None and not all(c.isprintable() and not c.isspace() for c in value):
+        raise ConfigError(f"{name} must be printable characters without whitespace")
+    return value
+
+
+def _path(environ, name: str, default: str | None) -> Path | None:
+    value = environ.get(name)
+    if value is None:
+        return Path(default) if default else None
+    if not value.strip():
+        raise ConfigError(f"{name} is set but empty; unset it or give a path")
+    return Path(value)
+
+
 class Config:
-    """The server's settings; keys match the environment variables' names."""
+    """The server's settings; keys match the environment variables' names.
+
+    Gunicorn's settings are read here too (gunicorn.conf.py uses them), so every
+    variable is checked in one place and nonsense stops the start with one line.
+    """
 
     def __init__(self, environ=os.environ):
-        self.MODEL_DIR = Path(environ.get("MODEL_DIR") or "models/linear")
+        self.MODEL_DIR = _path(environ, "MODEL_DIR", "models/linear")
         pinned = _number(environ, "MODEL_VERSION", 0, int, minimum=0)
         self.MODEL_VERSION = pinned or None
+        self.MODEL_LOAD_TIMEOUT = _number(
+            environ, "MODEL_LOAD_TIMEOUT", 60.0, float, minimum=0.1, maximum=3600
+        )
         self.MAX_BATCH_SIZE = _number(environ, "MAX_BATCH_SIZE", 1000, int, minimum=1)
         self.MAX_CONTENT_LENGTH = _number(
             environ, "MAX_CONTENT_LENGTH", 1024 * 1024, int, minimum=64
@@ -47,8 +70,32 @@ class Config:
             environ, "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
         ).upper()
         self.LOG_FORMAT = _choice(environ, "LOG_FORMAT", "json", ("json", "text"))
-        self.API_TOKEN = environ.get("API_TOKEN") or None
+        self.API_TOKEN = _token(environ, "API_TOKEN")
         self.PREDICTION_LOG_SAMPLE_RATE = _number(
             environ, "PREDICTION_LOG_SAMPLE_RATE", 0.1, float, minimum=0.0, maximum=1.0
         )
-        self.DRAIN_SECONDS = _number(environ, "DRAIN_SECONDS", 0, int, minimum=0)
+        self.DRAIN_SECONDS = _number(environ, "DRAIN_SECONDS", 0, int, minimum=0, maximum=3600)
+        self.EXPOSE_WORKER_PID = _choice(environ, "EXPOSE_WORKER_PID", "false", BOOLEANS) in TRUE
+        self.PROMETHEUS_MULTIPROC_DIR = _path(environ, "PROMETHEUS_MULTIPROC_DIR", None)
+        # Gunicorn's.
+        host = environ.get("HOST", "127.0.0.1").strip()
+        if not host:
+            raise ConfigError("HOST is set but empty; use an address such as 127.0.0.1 or 0.0.0.0")
+        port = _number(environ, "PORT", 8000, int, minimum=1, maximum=65535)
+        self.GUNICORN_BIND = environ.get("GUNICORN_BIND", "").strip() or f"{host}:{port}"
+        self.WEB_CONCURRENCY = _number(
+            environ, "WEB_CONCURRENCY", os.cpu_count() or 1, int, minimum=1, maximum=256
+        )
+        self.GUNICORN_WORKER_CLASS = _choice(
+            environ, "GUNICORN_WORKER_CLASS", "sync", ("sync", "gthread")
+        )
+        self.GUNICORN_THREADS = _number(environ, "GUNICORN_THREADS", 1, int, minimum=1, maximum=256)
+        self.GUNICORN_TIMEOUT = _number(environ, "GUNICORN_TIMEOUT", 30, int, minimum=1)
+        self.GUNICORN_GRACEFUL_TIMEOUT = _number(
+            environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, int, minimum=1
+        )
+        self.GUNICORN_PIDFILE = _path(environ, "GUNICORN_PIDFILE", None)
+
+
+BOOLEANS = ("true", "false", "1", "0", "yes", "no", "on", "off")
+TRUE = ("true", "1", "yes", "on")

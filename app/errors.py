@@ -15,9 +15,25 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(Exception, handle_unexpected_exception)
 
 
+# Entries kept at each level of ``errors``: 90,000 unknown keys must not make a 2.5 MB answer.
+MAX_REPORTED_ERRORS = 10
+
+
 def error_payload(code: int, status: str, message: str, errors: dict | None = None) -> dict:
-    """The one error shape: ``code``, ``status``, ``message``, ``errors``."""
-    return {"code": code, "status": status, "message": message, "errors": errors or {}}
+    """The one error shape: ``code``, ``status``, ``message``, ``errors`` (bounded)."""
+    return {"code": code, "status": status, "message": message, "errors": bounded(errors or {})}
+
+
+def bounded(errors):
+    """At most ``MAX_REPORTED_ERRORS`` entries per dict or list, then a count of the rest."""
+    if isinstance(errors, dict):
+        kept = {key: bounded(value) for key, value in list(errors.items())[:MAX_REPORTED_ERRORS]}
+        if len(errors) > MAX_REPORTED_ERRORS:
+            kept["..."] = [f"and {len(errors) - MAX_REPORTED_ERRORS} more"]
+        return kept
+    if isinstance(errors, list) and len(errors) > MAX_REPORTED_ERRORS:
+        return [*errors[:MAX_REPORTED_ERRORS], f"and {len(errors) - MAX_REPORTED_ERRORS} more"]
+    return errors
 
 
 def error_response(code: int, status: str, message: str, errors: dict | None = None, headers=()):

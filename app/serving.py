@@ -2,13 +2,14 @@
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import Flask, current_app, g
 from flask_smorest import abort
 
 from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
-from app.model import ModelRunner, load_newest
+from app.loader import load_newest
+from app.model import ModelBundle, ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
 # A logger of its own, so prediction records can be routed or silenced apart.
@@ -17,34 +18,66 @@ prediction_log = logging.getLogger("app.predictions")
 
 @dataclass
 class ServingState:
-    """What this worker serves; kept in ``app.extensions["serving"]``."""
+    """What this process serves; kept in ``app.extensions["serving"]``.
 
+    In the Gunicorn master only ``bundle`` is set: the verified version that
+    every worker it forks will serve. A worker builds ``runner`` from it.
+    """
+
+    bundle: ModelBundle | None = None
     runner: ModelRunner | None = None
-    skipped: list[str] = field(default_factory=list)
     draining: bool = False
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.bundle.skipped if self.bundle else []
 
 
 def serving_state(app: Flask) -> ServingState:
     return app.extensions["serving"]
 
 
-def load_model(app: Flask) -> ModelRunner:
-    """Load the newest loadable (or the pinned) version into this worker's app."""
-    runner, skipped = load_newest(app.config["MODEL_DIR"], app.config["MODEL_VERSION"])
-    state = serving_state(app)
-    state.runner, state.skipped = runner, skipped
-    MODEL_LOAD_SECONDS.observe(runner.load_seconds)
-    MODEL_LOAD_FAILURES.inc(len(skipped))
-    for failure in skipped:
+def load_bundle(app: Flask) -> ModelBundle:
+    """In the master: load the newest loadable (or the pinned) version, or raise ``ModelLoadError``.
+
+    On failure the bundle already held, if any, stays: the server keeps serving it.
+    """
+    config = app.config
+    try:
+        bundle = load_newest(
+            config["MODEL_DIR"], config["MODEL_VERSION"], config["MODEL_LOAD_TIMEOUT"]
+        )
+    except ModelLoadError as error:
+        # Every version tried failed, or the store could not be listed at all.
+        MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
+        raise
+    serving_state(app).bundle = bundle
+    MODEL_LOAD_SECONDS.observe(bundle.load_seconds)
+    MODEL_LOAD_FAILURES.inc(len(bundle.skipped))
+    for failure in bundle.skipped:
         log.warning("skipping a newer model version that does not load: %s", failure)
+    log.info(
+        "loaded model %s version %s (%s, in %.2f s); workers serve it",
+        bundle.version.name,
+        bundle.version.number,
+        bundle.artifact_source,
+        bundle.load_seconds,
+        extra={"model_version": bundle.version.number},
+    )
+    return bundle
+
+
+def start_serving(app: Flask) -> ModelRunner:
+    """In a worker: build the runtime from the master's bundle; files are not read again."""
+    state = serving_state(app)
+    runner = state.runner = ModelRunner.build(state.bundle)
     MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
     log.info(
-        "serving model %s version %s with %s (loaded in %.2f s)",
+        "serving model %s version %s with %s",
         runner.name,
         runner.number,
         runner.runtime,
-        runner.load_seconds,
-        extra={"model_version": runner.number, "skipped_versions": skipped},
+        extra={"model_version": runner.number},
     )
     return runner
 

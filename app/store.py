@@ -22,12 +22,8 @@ class ModelVersion:
 
     @property
     def model_file(self) -> Path:
-        """The saved model inside the version directory."""
-        for suffix in MODEL_SUFFIXES:
-            candidates = sorted(self.path.glob(f"*{suffix}"))
-            if candidates:
-                return candidates[0]
-        raise StoreError(f"{self.path}: no model file (*.keras or *.h5)")
+        """The saved Keras model inside the version directory."""
+        return find_model_file(self.path)
 
     def read_metadata(self) -> dict:
         """The version's ``metadata.json``, or ``{}`` when there is none."""
@@ -41,6 +37,15 @@ class ModelVersion:
         if not isinstance(metadata, dict):
             raise StoreError(f"{path}: metadata is not a JSON object")
         return metadata
+
+
+def find_model_file(directory: Path) -> Path:
+    """The saved Keras model in a directory: ``.keras`` first, then the legacy ``.h5``."""
+    for suffix in MODEL_SUFFIXES:
+        candidates = sorted(directory.glob(f"*{suffix}"))
+        if candidates:
+            return candidates[0]
+    raise StoreError(f"{directory}: no model file (*.keras or *.h5)")
 
 
 def list_versions(model_dir: Path | str) -> list[ModelVersion]:

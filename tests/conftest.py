@@ -7,8 +7,10 @@ import keras
 import pytest
 
 from app import create_app
+from app.loader import load_version
 from app.model import ModelRunner
 from app.store import list_versions
+from training.compile import compile_version
 from training.train import train
 
 # Enough epochs to move the weights, few enough to train in about a second.
@@ -26,14 +28,15 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def runner(model_dir) -> ModelRunner:
     """The session model, loaded and warmed up once."""
-    return ModelRunner.load(list_versions(model_dir)[0])
+    return ModelRunner.build(load_version(list_versions(model_dir)[0]))
 
 
 @pytest.fixture
 def app(model_dir, runner):
     """An app in test mode that serves the session model."""
     app = create_app({"TESTING": True, "MODEL_DIR": model_dir})
-    app.extensions["serving"].runner = runner
+    state = app.extensions["serving"]
+    state.bundle, state.runner = runner.bundle, runner
     yield app
 
 
@@ -43,12 +46,16 @@ def keras_model(runner) -> keras.Model:
     return keras.models.load_model(runner.version.model_file, compile=False)
 
 
-def save_version(model: keras.Model, model_dir: Path, version: int, filename="model.keras"):
-    """Save ``model`` as ``model_dir/<version>/<filename>`` (any Keras format)."""
+def save_version(
+    model: keras.Model, model_dir: Path, version: int, filename="model.keras", compiled=True
+):
+    """Save ``model`` as ``model_dir/<version>/<filename>`` (any Keras format), compiled or not."""
     path = model_dir / str(version)
     path.mkdir(parents=True)
     with warnings.catch_warnings():
         # Keras warns that HDF5 is legacy; serving the notebook's .h5 is the point.
         warnings.simplefilter("ignore", UserWarning)
         model.save(path / filename)
+    if compiled:
+        compile_version(path)
     return path

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from app.store import next_version_number
+from training.compile import compile_version
 
 log = logging.getLogger("training")
 
@@ -39,7 +40,10 @@ def data_hash(xs: np.ndarray, ys: np.ndarray) -> str:
 
 def build_model() -> keras.Model:
     """The notebook's architecture: one Dense unit on one input, SGD, MSE."""
-    model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(units=1)])
+    # Named so the signature reads "x" in, "y" out; the math is the notebook's.
+    model = keras.Sequential(
+        [keras.Input(shape=(1,), name="x"), keras.layers.Dense(units=1, name="y")]
+    )
     model.compile(optimizer="sgd", loss="mean_squared_error")
     return model
 
@@ -53,7 +57,7 @@ def fit(model: keras.Model, xs, ys, epochs: int, seed: int) -> float:
 
 
 def save_version(model: keras.Model, base_dir: Path, metadata: dict) -> Path:
-    """Write ``base_dir/<N+1>/`` with the model and its ``metadata.json``.
+    """Write ``base_dir/<N+1>/``: the model, its compiled serving artifact, ``metadata.json``.
 
     The version directory is written under a temporary name and renamed into
     place, so a server scanning ``base_dir`` never sees a half-written version.
@@ -63,6 +67,7 @@ def save_version(model: keras.Model, base_dir: Path, metadata: dict) -> Path:
     staging = base_dir / f".{version}.partial"
     staging.mkdir()
     model.save(staging / MODEL_FILENAME)
+    compile_version(staging)
     metadata = {"version": version, **metadata}
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     final = base_dir / str(version)

@@ -4,8 +4,9 @@ import os
 
 from flask import Response
 from flask.views import MethodView
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import REGISTRY, generate_latest
 
+from app import metrics_files
 from app.api.parser import Blueprint
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics.")
@@ -18,9 +19,10 @@ class Metrics(MethodView):
     @blp.response(200, {"type": "string"}, content_type="text/plain")
     def get(self):
         """Prometheus text format, aggregated over all Gunicorn workers"""
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            registry = REGISTRY
-        return Response(generate_latest(registry), mimetype=PROMETHEUS_TEXT)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return Response(generate_latest(REGISTRY), mimetype=PROMETHEUS_TEXT)
+        # Shared: the master folds a dead worker's files in under the exclusive lock.
+        with metrics_files.locked(directory, exclusive=False):
+            text = generate_latest(metrics_files.registry(directory))
+        return Response(text, mimetype=PROMETHEUS_TEXT)

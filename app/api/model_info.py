@@ -5,6 +5,7 @@ from flask.views import MethodView
 
 from app.api.parser import Blueprint
 from app.api.schemas import ModelInfoSchema
+from app.artifact import FLATBUFFER_FILE
 from app.serving import current_runner, serving_state
 
 blp = Blueprint("model", __name__, description="The served model.")
@@ -22,6 +23,12 @@ class ModelInfo(MethodView):
             "version": str(runner.number),
             "path": str(runner.version.path),
             "runtime": runner.runtime,
+            "artifact": {
+                "file": FLATBUFFER_FILE,
+                "sha256": runner.compiled.sha256,
+                "source": runner.bundle.artifact_source,
+            },
+            "signature": runner.compiled.signature(),
             "load_seconds": round(runner.load_seconds, 3),
             "skipped_versions": serving_state(current_app).skipped,
             "metadata": runner.metadata,

@@ -42,11 +42,7 @@ class JsonBodyParser(FlaskParser):
             )
 
     def _raw_load_json(self, req: Request):
-        if not req.is_json:
-            abort(415, message="Content-Type must be application/json.")
-        charset = req.mimetype_params.get("charset", "utf-8").lower()
-        if charset not in ("utf-8", "utf8"):
-            abort(415, message=f"JSON must be UTF-8 encoded, not {charset!r}.")
+        check_media_type(req)
         body = read_body(req)
         if not body:
             abort(400, message="Request body is empty; expected a JSON object.")
@@ -66,6 +62,29 @@ class JsonBodyParser(FlaskParser):
             abort(400, message=f"Request body is not valid JSON: {error}.")
 
 
+def check_media_type(req: Request) -> None:
+    """Answer 415 unless the body is plain JSON in UTF-8, not encoded in any other way.
+
+    Flask's ``is_json`` also takes ``application/*+json`` (JSON:API, JSON-LD),
+    whose rules this API does not follow; and a body compressed or otherwise
+    encoded would be read as garbage, so it is refused rather than ignored.
+    """
+    content_type = req.headers.get("Content-Type", "")
+    if req.mimetype != "application/json":
+        abort(415, message="Content-Type must be application/json.")
+    charset = req.mimetype_params.get("charset")
+    if charset is None and "charset" in content_type.lower():
+        charset = ""  # Declared but empty, which werkzeug drops.
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        abort(415, message=f"JSON must be UTF-8 encoded, not {charset!r}.")
+    encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        abort(415, message=f"Content-Encoding {encoding!r} is not supported; send plain JSON.")
+    transfer = req.headers.get("Transfer-Encoding", "chunked").replace(" ", "").lower()
+    if transfer not in ("", "chunked"):
+        abort(415, message=f"Transfer-Encoding {transfer!r} is not supported; use chunked.")
+
+
 def read_body(req: Request) -> bytes:
     """The request body, or a 413 once it exceeds MAX_CONTENT_LENGTH.
 
@@ -78,12 +97,25 @@ def read_body(req: Request) -> bytes:
     if limit is not None and length is not None and length > limit:
         raise RequestEntityTooLarge()
     stream = req.environ["wsgi.input"]
-    if length is not None:
-        return stream.read(length)
-    body = stream.read() if limit is None else stream.read(limit + 1)
-    if limit is not None and len(body) > limit:
+    try:
+        if length is not None:
+            body = stream.read(length)
+        else:
+            body = stream.read() if limit is None else stream.read(limit + 1)
+    except Exception as error:  # noqa: BLE001 - the server's HTTP parser raises its own types.
+        # Malformed chunked framing (a bad size, a missing CRLF, a bad trailer) or a cut connection.
+        abort(400, message=f"The request body could not be read: {describe(error)}.")
+    if length is not None and len(body) < length:
+        abort(400, message=f"The body ended after {len(body)} of {length} bytes (Content-Length).")
+    if length is None and limit is not None and len(body) > limit:
         raise RequestEntityTooLarge()
     return body
+
+
+def describe(error: Exception) -> str:
+    """A short, safe description of a body-reading error for the client."""
+    text = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"{type(error).__name__}{': ' + text if text else ''}"
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -1,7 +1,6 @@
 """POST /predict: online inference."""
 
 import hmac
-import math
 
 import numpy as np
 from flask import current_app, request
@@ -10,6 +9,7 @@ from flask_smorest import abort
 
 from app.api.parser import Blueprint
 from app.api.schemas import PredictRequestSchema, PredictResponseSchema
+from app.artifact import FLOAT32_MAX, not_finite
 from app.extensions import BATCH_SIZE
 from app.serving import current_runner, log_prediction
 
@@ -20,11 +20,16 @@ OPTIONAL_BEARER = [{}, {"bearerAuth": []}]
 
 
 def require_token():
-    """Answer 401 unless the request carries API_TOKEN as a bearer token."""
-    expected = current_app.config["API_TOKEN"]
+    """Answer 401 unless the request carries API_TOKEN as a bearer token (OPTIONS needs none)."""
+    if request.method == "OPTIONS":
+        return
+    expected = current_app.config["API_TOKEN"].encode()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # RFC 7235 allows several spaces after the scheme. Header values arrive as
+    # latin-1 text: back to the client's bytes, so a UTF-8 token matches.
+    token = token.lstrip(" ").encode("latin-1", "replace")
     # Constant-time comparison: response timing must not reveal the token.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token, expected):
         abort(
             401,
             message="A valid bearer token is required: Authorization: Bearer <API_TOKEN>.",
@@ -33,12 +38,14 @@ def require_token():
 
 
 def all_finite(values: np.ndarray) -> bool:
-    """Whether every value is finite, the cheapest way for the batch's size."""
-    # For a few values Python's math is cheaper than a numpy ufunc call (about
-    # 20 µs a request here, 3 % of a single-instance request's CPU).
+    """Whether every prediction is a finite float32 short of LiteRT's saturation value.
+
+    Python's comparisons are cheaper than a numpy call for a few values (about
+    20 µs a request here, 3 % of a single-instance request's CPU).
+    """
     if values.size <= 16:
-        return all(map(math.isfinite, values.tolist()))
-    return bool(np.logical_and.reduce(np.isfinite(values)))
+        return all(-FLOAT32_MAX < value < FLOAT32_MAX for value in values.tolist())
+    return not not_finite(values).any()
 
 
 @blp.route("/predict")
@@ -62,12 +69,12 @@ class Predict(MethodView):
         runner = current_runner()
         predictions = runner.predict(instances)
         if not all_finite(predictions):
-            not_finite = np.flatnonzero(~np.isfinite(predictions))
+            overflowed = np.flatnonzero(not_finite(predictions))
             abort(
                 422,
                 message="The model's output is not a finite float32 for some instances.",
                 errors={
-                    "instances": {int(i): ["Prediction is not finite."] for i in not_finite[:10]}
+                    "instances": {int(i): ["Prediction is not finite."] for i in overflowed[:10]}
                 },
             )
         BATCH_SIZE.observe(len(instances))

@@ -5,10 +5,9 @@ import math
 import numpy as np
 from marshmallow import Schema, ValidationError, fields
 
-# Per-element errors reported for one request; the rest are implied.
-MAX_REPORTED_ERRORS = 10
+from app.artifact import FLOAT32_MAX
+from app.errors import MAX_REPORTED_ERRORS
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 FLOAT32 = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
 NUMBER = {**FLOAT32, "example": 10.0}
 ROW = {"type": "array", "items": FLOAT32, "minItems": 1, "maxItems": 1, "example": [10.0]}
@@ -129,13 +128,28 @@ class ModelInfoSchema(Schema):
         metadata={"description": "Version directory on the server.", "example": "models/linear/1"}
     )
     runtime = fields.String(
+        metadata={"description": "Inference runtime: `litert`.", "example": "litert"}
+    )
+    artifact = fields.Dict(
         metadata={
-            "description": "Inference runtime: `litert`, or `tensorflow`.",
-            "example": "litert",
+            "description": (
+                "The compiled artifact served: its file, SHA-256, and `source`: `compiled` "
+                "(written by training or `python -m training compile`) or `converted at load`."
+            ),
+            "example": {"file": "model.tflite", "sha256": "9f2c…", "source": "compiled"},
+        }
+    )
+    signature = fields.Dict(
+        metadata={
+            "description": "Input and output tensors: name, shape (-1 for the batch), dtype.",
+            "example": {
+                "inputs": [{"name": "x", "shape": [-1, 1], "dtype": "float32"}],
+                "outputs": [{"name": "y", "shape": [-1, 1], "dtype": "float32"}],
+            },
         }
     )
     load_seconds = fields.Float(
-        metadata={"description": "Time this worker took to load and warm up.", "example": 0.4}
+        metadata={"description": "Time the server took to read and verify it.", "example": 0.05}
     )
     skipped_versions = fields.List(
         fields.String(),

@@ -5,6 +5,7 @@ import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 PREDICT = {"instances": [10, 2]}
 
@@ -36,6 +37,16 @@ class RequestStream:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=15)
+
+
+def metric_values(url) -> dict:
+    """Every sample of ``/metrics`` by ``(name, sorted labels)``."""
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def wait_for(condition, timeout=60, interval=0.1):

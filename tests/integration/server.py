@@ -31,18 +31,22 @@ class GunicornServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.metrics_dir = log_path.parent / "metrics"
         environ = {
             **os.environ,
             "MODEL_DIR": str(model_dir),
             "WEB_CONCURRENCY": str(workers),
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
+            # The tests tell workers apart by this header.
+            "EXPOSE_WORKER_PID": "1",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
             **{key: str(value) for key, value in env.items()},
         }
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            [sys.executable, "-m", "app.serve"],
             cwd=ROOT,
             env=environ,
             stdout=self.log,

@@ -6,13 +6,17 @@ Run alone with ``.venv/bin/pytest tests/integration/test_faults.py``.
 import os
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.integration.clients import PREDICT, RequestStream, served_by, wait_for
-from tests.integration.server import GunicornServer
+from tests.integration.server import ROOT, GunicornServer
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
@@ -152,3 +156,139 @@ def test_malformed_http_gets_a_json_error_and_the_server_keeps_serving(server, d
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:100]
     assert b"Content-Type: application/json" in answer
     assert requests.post(f"{server.url}/predict", json=PREDICT, timeout=5).status_code == 200
+
+
+CHUNKED_HEAD = (
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+BODY = b'{"instances": [1]}'
+
+
+def half_closed_request(port: int, data: bytes) -> bytes:
+    """Send ``data``, close our sending side (as a client that gives up does), read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        connection.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"zz\r\n" + BODY + b"\r\n0\r\n\r\n",
+        b"-11\r\n" + BODY + b"\r\n0\r\n\r\n",
+        b"0x12\r\n" + BODY + b"\r\n0\r\n\r\n",
+        b"12 \r\n" + BODY + b"\r\n0\r\n\r\n",
+        b"12\r\n" + BODY + b"XX0\r\n\r\n",
+        b"12\r\n" + BODY + b"\r\n0\r\nbad trailer\r\n\r\n",
+        b"12\r\n" + BODY[:10],
+        b"12\r\n" + BODY + b"\r\n",
+    ],
+    ids=[
+        "size-not-hex",
+        "size-negative",
+        "size-0x-prefix",
+        "size-trailing-space",
+        "no-crlf-after-data",
+        "bad-trailer",
+        "cut-short",
+        "no-last-chunk",
+    ],
+)
+def test_malformed_chunked_bodies_are_400_json(server, body):
+    answer = half_closed_request(server.port, CHUNKED_HEAD + body)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"application/json" in answer and b"Traceback" not in answer
+    assert requests.post(f"{server.url}/predict", json=PREDICT, timeout=5).status_code == 200
+
+
+def test_a_gzip_transfer_coding_is_refused_not_read_as_json(server):
+    answer = raw_request(
+        server.port,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: gzip, chunked\r\n\r\n12\r\n" + BODY + b"\r\n0\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 415"), answer[:200]
+
+
+def test_a_body_shorter_than_its_content_length_is_400_not_a_prediction(server):
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 40\r\n\r\n"
+    )
+    answer = half_closed_request(server.port, head + b'{"instances": [1, 2]}')
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]
+    assert b"ERROR" not in server.output().encode()
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GARBAGE\r\n\r\n", b"400 Bad Request"),
+        (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414 Request-URI Too Long"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", b"431"),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo\r\n\r\n", b"501 Not Impl"),
+    ],
+    ids=["not-http", "long-request-line", "too-many-headers", "unsupported-transfer-coding"],
+)
+def test_gunicorns_own_errors_carry_the_headers_of_every_response(server, data, status):
+    answer = raw_request(server.port, data)
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"HTTP/1.1 " + status), head
+    for header in (b"X-Request-ID: ", b"X-Content-Type-Options: nosniff", b"Cache-Control: "):
+        assert header in head
+    code = int(status[:3])
+    assert f'"code":{code}'.encode() in answer
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("WEB_CONCURRENCY", "0"),
+        ("WEB_CONCURRENCY", "abc"),
+        ("PORT", "99999"),
+        ("GUNICORN_TIMEOUT", "-5"),
+        ("MAX_BATCH_SIZE", "0"),
+        ("LOG_LEVEL", "verbose"),
+        ("PROMETHEUS_MULTIPROC_DIR", ""),
+        ("API_TOKEN", "two words"),
+        ("API_TOKEN", "tab\tinside"),
+        ("MODEL_LOAD_TIMEOUT", "never"),
+        ("GUNICORN_WORKER_CLASS", "eventlet"),
+    ],
+)
+def test_a_nonsense_setting_stops_the_start_with_one_line_naming_it(
+    store, tmp_path, variable, value
+):
+    temp_dirs_before = set(Path(tempfile.gettempdir()).glob("model-server-metrics-*"))
+    environ = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    environ.update(MODEL_DIR=str(store), **{variable: value})
+    result = subprocess.run(
+        [sys.executable, "-m", "app.serve"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode != 0
+    assert len(output.splitlines()) == 1 and variable in output, output
+    assert "Traceback" not in output
+    assert set(Path(tempfile.gettempdir()).glob("model-server-metrics-*")) == temp_dirs_before
+
+
+def test_a_model_file_that_blocks_at_start_is_a_refusal_after_the_load_timeout(store, tmp_path):
+    (store / "1" / "model.tflite").unlink()
+    os.mkfifo(store / "1" / "model.tflite")
+    server = GunicornServer(store, tmp_path / "server.log", MODEL_LOAD_TIMEOUT=1)
+    code = server.process.wait(timeout=60)
+    server.stop()
+    assert code != 0
+    (error,) = [line for line in server.output().splitlines() if "no servable model" in line]
+    assert "MODEL_LOAD_TIMEOUT=1 s" in error and "Traceback" not in server.output()

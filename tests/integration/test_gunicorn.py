@@ -5,6 +5,8 @@ small model, start Gunicorn from ``gunicorn.conf.py`` on a free 127.0.0.1
 port and stop it (by pid) afterwards.
 """
 
+from pathlib import Path
+
 import numpy as np
 import requests
 
@@ -38,10 +40,17 @@ def test_both_workers_load_the_model_and_answer(server):
     assert len(pids) == 2
 
 
-def test_each_worker_loads_the_model_after_the_fork(server):
+def test_the_master_loads_once_and_each_worker_builds_its_runtime_after_the_fork(server):
     log = server.output()
-    assert log.count("serving model linear version 1") == 2
+    assert log.count("loaded model linear version 1 (compiled") == 1
+    assert log.count("serving model linear version 1 with litert") == 2
     assert "Exception in worker process" not in log
+
+
+def test_no_process_of_the_server_has_tensorflow_loaded(server):
+    for pid in [server.pid, *server.worker_pids()]:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "tensorflow" not in maps and "keras" not in maps, f"pid {pid} maps TensorFlow"
 
 
 def test_errors_over_http_are_json(server):

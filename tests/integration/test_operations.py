@@ -1,4 +1,4 @@
-"""Operating the service under a real Gunicorn: metrics, logs, reload, drain.
+"""Operating the service under a real Gunicorn: metrics, logs, pinned versions.
 
 Run alone with ``.venv/bin/pytest tests/integration/test_operations.py``.
 Each test starts its own two-worker Gunicorn on a free 127.0.0.1 port with a
@@ -7,13 +7,10 @@ copy of the session model, and stops it (by pid) at the end.
 
 import json
 import shutil
-import signal
-import time
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.clients import PREDICT, RequestStream, served_versions, wait_for
+from tests.integration.clients import PREDICT, metric_values, served_versions, wait_for
 
 
 def test_metrics_add_up_requests_from_both_workers(store, make_server):
@@ -26,23 +23,19 @@ def test_metrics_add_up_requests_from_both_workers(store, make_server):
         assert response.status_code == 200
         pids.add(response.headers["X-Worker-PID"])
         count += 1
-    text = requests.get(f"{server.url}/metrics", timeout=5).text
-    values = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    values = metric_values(server.url)
     predict = (("endpoint", "/predict"), ("method", "POST"), ("status", "200"))
     assert values[("model_server_http_requests_total", predict)] == count
     assert values[("model_server_prediction_batch_size_sum", ())] == 2 * count
-    assert values[("model_server_model_load_duration_seconds_count", ())] == 2
+    # The master loads once; workers build from what it loaded.
+    assert values[("model_server_model_load_duration_seconds_count", ())] == 1
 
 
 def test_every_log_line_is_json_with_request_fields(store, make_server):
     server = make_server(store, PREDICTION_LOG_SAMPLE_RATE=1)
     headers = {"X-Request-ID": "trace-42"}
     requests.post(f"{server.url}/predict", json=PREDICT, headers=headers, timeout=5)
-    wait_for(lambda: "trace-42" in server.output() and '"gunicorn.access"' in server.output())
+    wait_for(lambda: "request_id=trace-42" in server.output())  # The access line comes last.
     lines = [json.loads(line) for line in server.output().splitlines()]
     access = [
         r for r in lines if r.get("request_id") == "trace-42" and r["logger"] == "gunicorn.access"
@@ -51,37 +44,6 @@ def test_every_log_line_is_json_with_request_fields(store, make_server):
     assert {"timestamp", "level", "pid", "duration_ms", "path"} <= set(access[0])
     (prediction,) = [r for r in lines if r["logger"] == "app.predictions"]
     assert prediction["request_id"] == "trace-42" and prediction["instances"] == [10.0, 2.0]
-
-
-def test_sighup_rolls_to_a_new_version_with_no_failed_request(store, make_server):
-    server = make_server(store)
-    with RequestStream(server.url) as stream:
-        wait_for(lambda: len(stream.versions) > 20)
-        shutil.copytree(store / "1", store / "2")
-        server.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: served_versions(server.url) == {"2"})
-        count = len(stream.versions)
-        wait_for(lambda: len(stream.versions) > count + 20)
-    assert stream.failures == []
-    assert stream.versions[0] == "1" and stream.versions[-1] == "2"
-
-
-def test_a_broken_new_version_never_takes_the_service_down(store, make_server):
-    server = make_server(store)
-    old_pids = set(server.worker_pids())
-    (store / "2").mkdir()
-    (store / "2" / "model.keras").write_bytes(b"not a model")
-    with RequestStream(server.url) as stream:
-        server.process.send_signal(signal.SIGHUP)
-        wait_for(
-            lambda: len(server.worker_pids()) == 2 and not old_pids & set(server.worker_pids())
-        )
-        time.sleep(0.5)
-    assert stream.failures == []
-    assert served_versions(server.url) == {"1"}
-    model = requests.get(f"{server.url}/model", timeout=5).json()
-    assert model["version"] == "1" and "2" in model["skipped_versions"][0]
-    assert "skipping a newer model version that does not load" in server.output()
 
 
 def test_model_version_pins_an_older_version(store, make_server):

@@ -15,6 +15,9 @@ def test_defaults_serve_out_of_the_box():
     assert config.MAX_CONTENT_LENGTH == 1024 * 1024
     assert config.LOG_LEVEL == "INFO"
     assert config.API_TOKEN is None
+    assert config.MODEL_LOAD_TIMEOUT == 60
+    assert config.GUNICORN_BIND == "127.0.0.1:8000"
+    assert config.EXPOSE_WORKER_PID is False
 
 
 def test_values_come_from_the_environment():
@@ -37,6 +40,17 @@ def test_values_come_from_the_environment():
         {"PREDICTION_LOG_SAMPLE_RATE": "2"},
         {"PREDICTION_LOG_SAMPLE_RATE": "nan"},
         {"DRAIN_SECONDS": "-1"},
+        {"MODEL_LOAD_TIMEOUT": "0"},
+        {"WEB_CONCURRENCY": "0"},
+        {"WEB_CONCURRENCY": "abc"},
+        {"PORT": "99999"},
+        {"GUNICORN_TIMEOUT": "-5"},
+        {"GUNICORN_WORKER_CLASS": "eventlet"},
+        {"PROMETHEUS_MULTIPROC_DIR": ""},
+        {"MODEL_DIR": " "},
+        {"API_TOKEN": "has space"},
+        {"API_TOKEN": "new\nline"},
+        {"EXPOSE_WORKER_PID": "maybe"},
     ],
 )
 def test_nonsense_fails_at_start_naming_the_variable(environ):

@@ -73,6 +73,48 @@ def test_a_content_type_that_is_not_json_is_415(client, content_type):
     assert_json_error(response, 415)
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/vnd.api+json",
+        "application/ld+json",
+        "application/+json",
+        f"{JSON}; charset=",
+        f'{JSON}; charset=""',
+        "application/jsonx",
+    ],
+)
+def test_json_flavours_and_empty_charsets_are_415(client, content_type):
+    assert_json_error(send(client, '{"instances": [1]}', content_type), 415)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Encoding": "gzip"},
+        {"Content-Encoding": "deflate"},
+        {"Content-Encoding": "br, identity"},
+        {"Transfer-Encoding": "gzip, chunked"},
+    ],
+)
+def test_a_body_encoding_the_server_does_not_decode_is_415_not_ignored(client, headers):
+    assert_json_error(send(client, '{"instances": [1]}', headers=headers), 415)
+
+
+def test_a_key_with_a_lone_surrogate_is_a_422_not_a_500(client):
+    response = send(client, '{"instances": [1], "\\ud800": 1}')
+    assert_json_error(response, 422)
+
+
+def test_an_error_lists_at_most_ten_entries_per_level(client):
+    body = {"instances": [1], **{f"k{i}": 1 for i in range(90_000)}}
+    response = send(client, json.dumps(body, separators=(",", ":")))
+    assert_json_error(response, 422)
+    listed = response.json["errors"]["json"]
+    assert len(listed) == 11 and listed["..."] == ["and 89990 more"]
+    assert len(response.data) < 2000
+
+
 @pytest.mark.parametrize("charset", ["latin-1", "utf-16", "ebcdic"])
 def test_json_in_another_charset_is_415(client, charset):
     assert_json_error(send(client, '{"instances": [1]}', f"{JSON}; charset={charset}"), 415)
@@ -153,8 +195,11 @@ def test_options_lists_the_allowed_methods(client):
     assert "POST" in response.headers["Allow"]
 
 
-@pytest.mark.parametrize("path", ["/nope", "/predict/", "/predict/1", "/../etc/passwd", "/%00"])
-def test_unknown_paths_are_404_json(client, path):
+@pytest.mark.parametrize(
+    "path",
+    ["/nope", "/predict/", "/predict/1", "/../etc/passwd", "/%00", "/health//live", "//model"],
+)
+def test_unknown_paths_are_404_json_never_a_redirect(client, path):
     assert_json_error(client.get(path), 404)
 
 
@@ -169,6 +214,23 @@ class TestToken:
         app = create_app({"TESTING": True, "MODEL_DIR": model_dir, "API_TOKEN": "s3cret-token"})
         app.extensions["serving"].runner = runner
         return app
+
+    @pytest.mark.parametrize("authorization", ["Bearer s3cret-token", "Bearer   s3cret-token"])
+    def test_the_token_is_accepted_after_one_or_more_spaces(self, client, authorization):
+        response = send(client, '{"instances": [1]}', headers={"Authorization": authorization})
+        assert response.status_code == 200
+
+    def test_options_needs_no_token(self, client):
+        response = client.options("/predict")
+        assert response.status_code == 200 and "POST" in response.headers["Allow"]
+
+    def test_a_non_ascii_token_can_be_matched(self, model_dir, runner):
+        app = create_app({"TESTING": True, "MODEL_DIR": model_dir, "API_TOKEN": "clé-secrète"})
+        app.extensions["serving"].runner = runner
+        # What an HTTP client sends: the UTF-8 bytes, which WSGI hands over as latin-1 text.
+        header = "Bearer clé-secrète".encode().decode("latin-1")
+        response = send(app.test_client(), '{"instances": [1]}', headers={"Authorization": header})
+        assert response.status_code == 200
 
     @pytest.fixture
     def still_serving(self, client):
@@ -192,6 +254,10 @@ class TestToken:
     @pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/metrics", "/openapi.json"])
     def test_probes_metrics_and_docs_stay_open(self, client, path):
         assert client.get(path).status_code == 200
+
+
+def test_the_worker_pid_is_not_told_to_clients_by_default(client):
+    assert "X-Worker-PID" not in client.get("/health/live").headers
 
 
 def test_debug_mode_is_off_outside_tests():

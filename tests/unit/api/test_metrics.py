@@ -45,8 +45,8 @@ def test_unknown_paths_and_methods_do_not_create_new_labels(client):
 
 
 def test_the_served_model_is_a_labelled_gauge(app, client, runner):
-    from app.serving import load_model
+    from app.serving import start_serving
 
-    load_model(app)
+    start_serving(app)
     labels = (("name", "linear"), ("runtime", "litert"), ("version", "1"))
     assert samples(client)[("model_server_model_info", labels)] == 1

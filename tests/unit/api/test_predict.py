@@ -51,6 +51,14 @@ def test_a_non_finite_prediction_is_refused_with_422_not_emitted(app, client, ru
     assert set(response.json["errors"]["instances"]) == {"0", "1"}
 
 
+@pytest.mark.parametrize("instance", [2e38, -2e38, 3.4028234e38, [-3.4028234e38]])
+def test_an_input_whose_prediction_overflows_is_422_never_a_saturated_200(client, instance):
+    # y = wx + b (w above 2) overflows float32 here; LiteRT would answer +-3.4028235e38.
+    response = predict(client, {"instances": [1, instance]})
+    assert response.status_code == 422, response.json
+    assert list(response.json["errors"]["instances"]) == ["1"]
+
+
 @pytest.mark.parametrize(
     "body, status",
     [
@@ -79,7 +87,7 @@ def test_a_content_type_that_is_not_json_is_415(client):
 
 
 @pytest.mark.parametrize("size", [1, 16, 17, 1000])
-@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, 3.4028235e38, -3.4028235e38])
 def test_a_non_finite_prediction_is_found_at_any_batch_size(size, bad):
     from app.api.predict import all_finite
 

@@ -1,0 +1,221 @@
+"""Find and verify the version to serve, each step in a throwaway child with a deadline.
+
+The Gunicorn master calls ``load_newest`` at start and on every reload; the
+workers it forks afterwards build their runtime from the returned bundle.
+Doing the work in a child process keeps the master free of TensorFlow (which
+converting an uncompiled version needs) and of LiteRT, and lets it give up
+on a step that blocks, such as reading a file on a hung network file system:
+the child is killed and the version counts as not loadable.
+"""
+
+import os
+import pickle
+import select
+import signal
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+from importlib.util import find_spec
+from pathlib import Path
+
+from app import artifact
+from app.artifact import ArtifactError
+from app.json_provider import json_safe
+from app.model import ModelBundle, ModelLoadError, ModelRunner
+from app.store import ModelVersion, StoreError, list_versions
+
+# Messages about versions that did not load, kept in full; the rest are counted.
+MAX_REPORTED_FAILURES = 10
+
+
+class LoadTimeout(ModelLoadError):
+    """A loading step did not finish within MODEL_LOAD_TIMEOUT."""
+
+
+def run_with_deadline(function: Callable, timeout: float, *args):
+    """``function(*args)`` run in a forked child: its result, or its error re-raised here.
+
+    Past ``timeout`` seconds the child is killed and ``LoadTimeout`` raised.
+    """
+    for kind, value in child_messages(lambda send: send("result", function(*args)), timeout):
+        if kind == "result":
+            return value
+    raise ModelLoadError("the loading process died without an answer")
+
+
+def child_messages(work: Callable, timeout: float):
+    """Run ``work(send)`` in a forked child and yield each ``(kind, value)`` it sends.
+
+    Every message restarts the deadline; past it, the child is killed and
+    ``LoadTimeout`` raised. An error in the child arrives as ``ModelLoadError``.
+    Messages travel pickled through a pipe, and both of its ends are ours.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # The child: work, report, and leave without running cleanup.
+        os.close(read_end)
+        pipe = os.fdopen(write_end, "wb")
+
+        def send(kind, value=None):
+            payload = pickle.dumps((kind, value))
+            pipe.write(len(payload).to_bytes(8, "big") + payload)
+            pipe.flush()
+
+        try:
+            work(send)
+        except BaseException as error:  # noqa: BLE001 - every failure must reach the parent.
+            known = isinstance(error, ModelLoadError | StoreError | ArtifactError)
+            send("error", str(error) if known else f"{type(error).__name__}: {error}")
+        pipe.close()
+        os._exit(0)
+    os.close(write_end)
+    reader = os.fdopen(read_end, "rb", buffering=0)
+    try:
+        while True:
+            header = _read_exactly(reader, 8, timeout)
+            if header is None:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                raise LoadTimeout(f"did not finish within MODEL_LOAD_TIMEOUT={timeout:g} s")
+            if not header:
+                return
+            kind, value = pickle.loads(
+                _read_exactly(reader, int.from_bytes(header, "big"), timeout)
+            )
+            if kind == "error":
+                raise ModelLoadError(value)
+            yield kind, value
+    finally:
+        reader.close()
+        _reap(pid)
+
+
+def _read_exactly(reader, size: int, timeout: float) -> bytes | None:
+    """``size`` bytes, b"" at end of stream, or None when ``timeout`` passes first."""
+    chunks, needed, deadline = [], size, time.monotonic() + timeout
+    while needed:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([reader], [], [], remaining)[0]:
+            return None
+        chunk = reader.read(needed)
+        if not chunk:
+            return b""
+        chunks.append(chunk)
+        needed -= len(chunk)
+    return b"".join(chunks)
+
+
+def _reap(pid: int) -> None:
+    # A child stuck in the kernel (a hung NFS read) may not die at once; never wait on it.
+    for _ in range(20):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:  # Already reaped.
+            return
+        time.sleep(0.01)
+
+
+def load_version(version: ModelVersion) -> ModelBundle:
+    """Read, verify and trial-run one version (in a child: may read files and import TensorFlow)."""
+    started = time.perf_counter()
+    try:
+        metadata = json_safe(version.read_metadata())
+    except StoreError as error:
+        raise ModelLoadError(str(error)) from error
+    try:
+        if artifact.exists(version.path):
+            compiled, source = artifact.read(version.path), "compiled"
+        else:
+            compiled, source = convert_at_load(version), "converted at load"
+    except ArtifactError as error:
+        raise ModelLoadError(f"{version.path}: {error}") from error
+    bundle = ModelBundle(version, metadata, compiled, source)
+    runner = ModelRunner.build(bundle)  # The golden check and a warm-up, as a worker will do.
+    if not runner.scalar:
+        signature = compiled.signature()
+        raise ModelLoadError(
+            f"{version.path}: /predict serves one numeric input and one numeric output; "
+            f"the model has inputs {signature['inputs']} and outputs {signature['outputs']}"
+        )
+    bundle.load_seconds = time.perf_counter() - started
+    return bundle
+
+
+def convert_at_load(version: ModelVersion):
+    """Compile a version that has no artifact, when TensorFlow is installed."""
+    hint = f"compile it with `python -m training compile {version.path}`"
+    if find_spec("tensorflow") is None:
+        raise ArtifactError(f"no compiled artifact and no TensorFlow to convert it: {hint}")
+    from training.compile import compile_model, load_keras_model
+
+    model_file = version.model_file
+    try:
+        model = load_keras_model(model_file)
+    except Exception as error:  # Keras raises many types for a bad file.
+        raise ArtifactError(f"cannot load model {model_file.name} ({error})") from error
+    return compile_model(model)
+
+
+def load_newest(model_dir: Path, pinned: int | None, timeout: float) -> ModelBundle:
+    """The newest version that loads (or exactly the pinned one), with why newer ones did not.
+
+    Each version gets ``timeout`` seconds; one that takes longer counts as not
+    loadable and the next older one is tried. Raises ``ModelLoadError``
+    naming the causes when nothing can be served.
+    """
+    try:
+        versions = run_with_deadline(list_versions, timeout, model_dir)
+    except LoadTimeout as error:
+        raise ModelLoadError(f"{model_dir}: listing versions {error}") from error
+    if pinned is not None:
+        versions = [version for version in versions if version.number == pinned]
+        if not versions:
+            raise ModelLoadError(f"{model_dir}: pinned MODEL_VERSION {pinned} not found")
+    failures = []
+    while versions:
+        bundle = None
+        try:
+            attempt = partial(try_versions, versions)
+            for kind, value in child_messages(attempt, timeout):
+                if kind == "failed":
+                    failures.append(value)
+                    versions = versions[1:]
+                elif kind == "loaded":
+                    bundle = value
+        except LoadTimeout as error:  # The version being tried hung: skip it, go on.
+            failures.append(f"{versions[0].path}: {error}")
+            versions = versions[1:]
+            continue
+        if bundle is not None:
+            bundle.skipped = bounded(failures)
+            return bundle
+    error = ModelLoadError("; ".join(bounded(failures)))
+    error.failures = failures
+    raise error
+
+
+def try_versions(versions: list[ModelVersion], send) -> None:
+    """In the child: try each version in turn, sending "failed" for each that does not load."""
+    for version in versions:
+        try:
+            bundle = load_version(version)
+        except (ModelLoadError, StoreError, ArtifactError) as error:
+            message = str(error)
+            send(
+                "failed", message if str(version.path) in message else f"{version.path}: {message}"
+            )
+        except Exception as error:  # noqa: BLE001 - any stage of loading may fail.
+            send("failed", f"{version.path}: {type(error).__name__}: {error}")
+        else:
+            send("loaded", bundle)
+            return
+
+
+def bounded(failures: list[str]) -> list[str]:
+    """At most ``MAX_REPORTED_FAILURES`` messages, then one that counts the rest."""
+    if len(failures) <= MAX_REPORTED_FAILURES:
+        return failures
+    rest = len(failures) - MAX_REPORTED_FAILURES
+    return [*failures[:MAX_REPORTED_FAILURES], f"and {rest} more versions that do not load"]

@@ -1,0 +1,201 @@
+"""Reloads never reduce service: whatever the store holds, the server keeps serving.
+
+Run alone with ``.venv/bin/pytest tests/integration/test_reload.py``. Each test
+starts its own two-worker Gunicorn on a free 127.0.0.1 port, streams requests
+and liveness probes through a ``SIGHUP`` and checks that none failed or waited.
+"""
+
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import keras
+import requests
+
+from tests.conftest import save_version
+from tests.integration.clients import (
+    PREDICT,
+    RequestStream,
+    metric_values,
+    served_versions,
+    wait_for,
+)
+
+# No liveness probe may wait longer than this during a reload.
+PROBE_LIMIT_SECONDS = 1.0
+
+
+class ProbeStream(RequestStream):
+    """Liveness probes back to back, recording the slowest."""
+
+    def _run(self):
+        self.slowest = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                response = requests.get(f"{self.url}/health/live", timeout=10)
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code} {response.text}")
+            except requests.RequestException as error:
+                self.failures.append(repr(error))
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            time.sleep(0.02)
+
+
+def reload_under_load(server, change_store, until):
+    """Stream predictions and probes, change the store, SIGHUP, wait for ``until``."""
+    with RequestStream(server.url) as stream, ProbeStream(server.url) as probes:
+        wait_for(lambda: len(stream.versions) > 20)
+        change_store()
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(until, timeout=90)
+        count = len(stream.versions)
+        wait_for(lambda: len(stream.versions) > count + 20)
+    assert stream.failures == [], stream.failures[:3]
+    assert probes.failures == [], probes.failures[:3]
+    assert probes.slowest < PROBE_LIMIT_SECONDS, f"a probe waited {probes.slowest:.2f} s"
+    return stream
+
+
+def load_failures(server) -> float:
+    return metric_values(server.url)[("model_server_model_load_failures_total", ())]
+
+
+def test_sighup_rolls_to_a_new_version_with_no_failed_request(store, make_server):
+    server = make_server(store)
+    stream = reload_under_load(
+        server,
+        lambda: shutil.copytree(store / "1", store / "2"),
+        lambda: served_versions(server.url) == {"2"},
+    )
+    assert stream.versions[0] == "1" and stream.versions[-1] == "2"
+
+
+def reload_keeps_serving_version_1(server, change_store, message):
+    old_pids = set(server.worker_pids())
+    reload_under_load(
+        server,
+        change_store,
+        lambda: message in server.output() and not old_pids & set(server.worker_pids()),
+    )
+    assert server.process.poll() is None, "the master stopped"
+    assert served_versions(server.url) == {"1"}
+    assert requests.get(f"{server.url}/health/ready", timeout=5).status_code == 200
+    assert "Traceback" not in server.output()
+    assert load_failures(server) >= 1
+
+
+def test_a_reload_with_no_version_left_keeps_the_old_one_serving(store, make_server):
+    server = make_server(store)
+    parked = store.parent / "parked"
+    reload_keeps_serving_version_1(
+        server,
+        lambda: shutil.move(store / "1", parked),
+        "reload: no newer version loads, workers keep serving version 1",
+    )
+
+
+def test_a_broken_new_version_never_takes_the_service_down(store, make_server):
+    server = make_server(store)
+
+    def add_corrupt_version():
+        (store / "2").mkdir()
+        (store / "2" / "model.keras").write_bytes(b"not a model")
+
+    reload_keeps_serving_version_1(
+        server, add_corrupt_version, "skipping a newer model version that does not load"
+    )
+    model = requests.get(f"{server.url}/model", timeout=5).json()
+    assert model["version"] == "1" and str(store / "2") in model["skipped_versions"][0]
+
+
+def test_a_new_version_that_fails_late_in_conversion_is_skipped(store, make_server):
+    server = make_server(store)
+
+    def add_string_model():
+        inputs = keras.Input((1,), dtype="string")
+        lookup = keras.layers.StringLookup(vocabulary=["a"], output_mode="one_hot")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(1)(lookup))
+        save_version(model, store, 2, compiled=False)
+
+    reload_keeps_serving_version_1(
+        server, add_string_model, "skipping a newer model version that does not load"
+    )
+
+
+def test_a_model_file_that_blocks_is_given_up_after_the_load_timeout(store, make_server):
+    server = make_server(store, MODEL_LOAD_TIMEOUT=2)
+
+    def add_blocking_version():
+        shutil.copytree(store / "1", store / "2")
+        (store / "2" / "model.tflite").unlink()
+        os.mkfifo(store / "2" / "model.tflite")  # Nobody writes: reading it never ends.
+
+    reload_keeps_serving_version_1(server, add_blocking_version, "MODEL_LOAD_TIMEOUT=2 s")
+
+
+def feed_slowly(fifo: Path, data: bytes, delay: float, stop: threading.Event):
+    """Write ``data`` to each reader of ``fifo`` after ``delay`` seconds: a slow file system."""
+    while not stop.is_set():
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # No reader yet.
+            time.sleep(0.05)
+            continue
+        time.sleep(delay)
+        os.set_blocking(fd, True)
+        try:
+            os.write(fd, data)
+        except BrokenPipeError:
+            pass
+        os.close(fd)
+        time.sleep(0.5)  # Let this reader see the end of the file before the next opens.
+
+
+def test_a_reload_to_a_model_that_takes_10_s_to_load_leaves_no_gap(store, make_server):
+    server = make_server(store)
+    stop = threading.Event()
+
+    def add_slow_version():
+        shutil.copytree(store / "1", store / "2")
+        flatbuffer = (store / "2" / "model.tflite").read_bytes()
+        (store / "2" / "model.tflite").unlink()
+        os.mkfifo(store / "2" / "model.tflite")
+        threading.Thread(
+            target=feed_slowly,
+            args=(store / "2" / "model.tflite", flatbuffer, 10, stop),
+            daemon=True,
+        ).start()
+
+    try:
+        started = time.monotonic()
+        reload_under_load(server, add_slow_version, lambda: served_versions(server.url) == {"2"})
+        assert time.monotonic() - started > 10
+    finally:
+        stop.set()
+
+
+def replace_workers(server):
+    old_pids = set(server.worker_pids())
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(server.worker_pids()) == 2 and not old_pids & set(server.worker_pids()))
+
+
+def test_metrics_files_stay_bounded_and_totals_exact_over_many_reloads(store, make_server):
+    server = make_server(store)
+    directory = Path(server.metrics_dir)
+    sent = 0
+    predict = (("endpoint", "/predict"), ("method", "POST"), ("status", "200"))
+    for _ in range(8):
+        for _ in range(5):
+            assert requests.post(f"{server.url}/predict", json=PREDICT, timeout=5).ok
+            sent += 1
+        replace_workers(server)
+        # Exact at every step: a replaced worker's counts are neither lost nor doubled.
+        assert metric_values(server.url)[("model_server_http_requests_total", predict)] == sent
+    # The master's 3 (its unlabelled metrics exist from import on), two live workers' 4
+    # each, and 2 of retired totals: none per dead worker once the master has reaped it.
+    wait_for(lambda: len(list(directory.glob("*.db"))) <= 3 + 2 * 4 + 2, timeout=10)

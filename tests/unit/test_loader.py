@@ -1,0 +1,132 @@
+"""The loader: the newest version that loads, each step in a child process with a deadline."""
+
+import os
+
+import keras
+import pytest
+
+from app import loader
+from app.loader import LoadTimeout, load_newest, load_version, run_with_deadline
+from app.model import ModelLoadError
+from app.store import list_versions
+from tests.conftest import save_version
+
+
+def linear_model(**input_options) -> keras.Model:
+    return keras.Sequential([keras.Input(shape=(1,), **input_options), keras.layers.Dense(1)])
+
+
+def only_version(path):
+    return list_versions(path.parent)[0]
+
+
+def test_the_newest_version_that_loads_is_served_and_failures_reported(tmp_path):
+    save_version(linear_model(), tmp_path, 1)
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "model.keras").write_bytes(b"corrupt")
+    bundle = load_newest(tmp_path, None, timeout=60)
+    assert bundle.version.number == 1 and bundle.artifact_source == "compiled"
+    assert len(bundle.skipped) == 1 and str(tmp_path / "2") in bundle.skipped[0]
+
+
+def test_a_pinned_version_is_served_even_when_newer_ones_exist(tmp_path):
+    for version in (1, 2):
+        save_version(linear_model(), tmp_path, version)
+    assert load_newest(tmp_path, 1, timeout=60).version.number == 1
+
+
+def test_a_missing_pinned_version_is_a_load_error(tmp_path):
+    save_version(linear_model(), tmp_path, 1)
+    with pytest.raises(ModelLoadError, match="MODEL_VERSION 5"):
+        load_newest(tmp_path, 5, timeout=60)
+
+
+def test_nothing_servable_is_a_load_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_newest(tmp_path / "absent", None, timeout=60)
+
+
+def test_a_model_file_that_blocks_counts_as_not_loadable_after_the_deadline(tmp_path):
+    save_version(linear_model(), tmp_path, 1)
+    save_version(linear_model(), tmp_path, 2)
+    # A FIFO nobody writes to blocks its reader, as a hung network file system does.
+    (tmp_path / "2" / "signature.json").unlink()
+    os.mkfifo(tmp_path / "2" / "signature.json")
+    bundle = load_newest(tmp_path, None, timeout=1)
+    assert bundle.version.number == 1
+    assert "MODEL_LOAD_TIMEOUT=1 s" in bundle.skipped[0]
+
+
+def test_the_list_of_versions_that_do_not_load_is_bounded(tmp_path):
+    save_version(linear_model(), tmp_path, 1)
+    for version in range(2, 32):
+        (tmp_path / str(version)).mkdir()
+    bundle = load_newest(tmp_path, None, timeout=60)
+    assert bundle.version.number == 1
+    assert (
+        len(bundle.skipped) == 11 and bundle.skipped[-1] == "and 20 more versions that do not load"
+    )
+
+
+def test_the_notebooks_legacy_h5_file_is_converted_at_load(tmp_path):
+    model = linear_model()
+    bundle = load_version(only_version(save_version(model, tmp_path, 1, "my_best_model.h5", False)))
+    assert bundle.artifact_source == "converted at load"
+
+
+def test_without_tensorflow_an_uncompiled_version_says_how_to_compile_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "find_spec", lambda name: None)
+    path = save_version(linear_model(), tmp_path, 1, compiled=False)
+    with pytest.raises(ModelLoadError, match=f"python -m training compile {path}"):
+        load_version(only_version(path))
+
+
+@pytest.mark.parametrize(
+    "model, reason",
+    [
+        (keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)]), "one numeric input"),
+        (keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(2)]), "one numeric output"),
+        (linear_model(dtype="int32"), "is int32; only float32"),
+    ],
+    ids=["two-features", "two-outputs", "integer-input"],
+)
+def test_a_model_the_api_cannot_serve_exactly_is_refused_with_the_reason(tmp_path, model, reason):
+    path = save_version(model, tmp_path, 1, compiled=False)
+    with pytest.raises(ModelLoadError, match=reason):
+        load_version(only_version(path))
+
+
+def test_a_model_that_fails_late_in_conversion_is_not_loadable(tmp_path):
+    inputs = keras.Input((1,), dtype="string")
+    lookup = keras.layers.StringLookup(vocabulary=["a", "b"], output_mode="one_hot")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(lookup))
+    path = save_version(model, tmp_path, 1, compiled=False)
+    with pytest.raises(ModelLoadError, match=str(path)):
+        load_version(only_version(path))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model", b"PK\x03\x04truncated zip"])
+def test_a_corrupt_model_file_is_a_load_error_naming_the_path(tmp_path, content):
+    path = tmp_path / "1"
+    path.mkdir()
+    (path / "model.keras").write_bytes(content)
+    with pytest.raises(ModelLoadError, match=str(path)):
+        load_version(only_version(path))
+
+
+def test_a_tampered_flatbuffer_fails_its_checksum(tmp_path):
+    path = save_version(linear_model(), tmp_path, 1)
+    (path / "model.tflite").write_bytes((path / "model.tflite").read_bytes()[:-1] + b"\0")
+    with pytest.raises(ModelLoadError, match="SHA-256"):
+        load_version(only_version(path))
+
+
+def test_a_step_past_its_deadline_is_killed_and_reported():
+    with pytest.raises(LoadTimeout, match="MODEL_LOAD_TIMEOUT=0.2 s"):
+        run_with_deadline(__import__("time").sleep, 0.2, 5)
+
+
+def test_a_step_returns_its_result_or_its_error_from_the_child():
+    assert run_with_deadline(sum, 10, [1, 2]) == 3
+    with pytest.raises(ModelLoadError, match="ZeroDivisionError"):
+        run_with_deadline(divmod, 10, 1, 0)

@@ -133,9 +133,10 @@ def runner_latencies(model_dir: Path) -> dict:
     """Per-call latency of the model runner and of Keras' model.predict."""
     import keras
 
+    from app.loader import load_version
     from app.model import ModelRunner
 
-    runner = ModelRunner.load(list_versions(model_dir)[0])
+    runner = ModelRunner.build(load_version(list_versions(model_dir)[0]))
     model = keras.models.load_model(runner.version.model_file, compile=False)
     results = {"runtime": runner.runtime}
     for size in (1, BATCH):

@@ -41,6 +41,8 @@ class GunicornServer:
             # The tests tell workers apart by this header.
             "EXPOSE_WORKER_PID": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            # Its own, never `make serve`'s (the Makefile exports that one to `make test`).
+            "GUNICORN_PIDFILE": str(log_path.parent / "gunicorn.pid"),
             **{key: str(value) for key, value in env.items()},
         }
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()

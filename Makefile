@@ -97,16 +97,47 @@ loadtest: model ## Locust load test against a fresh server; report in reports/, 
 	$(BIN)/python -m tests.load.run
 
 .PHONY: lint-deploy
-lint-deploy: install ## Check Dockerfile, compose file and Kubernetes manifests statically
+lint-deploy: install ## Check Dockerfile, compose file, CI workflow and Kubernetes manifests statically
 	$(BIN)/python -m pip install --quiet -e '.[train,dev,deploy]'
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/actionlint .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/kubernetes-validate --strict deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml
 	$(BIN)/python -c "import yaml; yaml.safe_load(open('deploy/prometheus/prometheus.yml'))"
+
+# The Docker image. BASES=official builds from the official Python and Node
+# images (what users get); BASES=local from stand-ins that
+# tools/build-base-images.sh makes from Debian's packages, for machines that
+# reach no container registry (CI here).
+IMAGE ?= model-server:1.0.0
+BASES ?= official
+LOCAL_BASES := --build-arg PYTHON_IMAGE=model-server-base/python:3.11 \
+	--build-arg NODE_IMAGE=model-server-base/node:18
+ifeq ($(BASES),local)
+export PROMETHEUS_IMAGE ?= model-server-base/prometheus
+endif
+
+.PHONY: image
+image: ## Build the Docker image $(IMAGE) (BASES=local: from Debian-made stand-in bases)
+	tools/with-docker.sh $(MAKE) --no-print-directory image-build
+
+.PHONY: image-build
+image-build: ## Build the image with the Docker engine already running
+	$(if $(filter local,$(BASES)),tools/build-base-images.sh)
+	DOCKER_BUILDKIT=0 docker build $(if $(filter local,$(BASES)),$(LOCAL_BASES)) -t $(IMAGE) .
+
+.PHONY: image-test
+image-test: install ## Build the image and check it as a user would: docker run and stop, docker compose up
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,image]'
+	tools/with-docker.sh $(MAKE) --no-print-directory image-build image-checks
+
+.PHONY: image-checks
+image-checks: ## Check the built image and the compose file (Docker engine running)
+	IMAGE=$(IMAGE) $(BIN)/python -m pytest -p no:cacheprovider -s tests/image
 
 .PHONY: browser
 browser: ## Install Debian's chromium for the docs-page tests (needs root)
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 .PHONY: all
-all: lint lint-deploy test ## What CI runs: lint, deploy-file checks and the whole test suite
+all: lint lint-deploy test image-test ## What CI runs: lint, deploy-file checks, the test suite, the image

@@ -23,10 +23,11 @@ FORMAT_VERSION = 1
 SERVED_DTYPE = "float32"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-# How closely the runtime must match the reference on the golden inputs:
-# float32 rounding of a differently ordered sum, a few units in the last place.
-GOLDEN_RTOL = 1e-5
-GOLDEN_ATOL = 1e-6
+# How closely the runtime must match the reference on the golden inputs. A
+# Dense layer agrees exactly; LiteRT approximates tanh and other activations,
+# measured at up to 1.9e-5 relative (8.5e-6 absolute) on a tanh model: 5x margin.
+GOLDEN_RTOL = 1e-4
+GOLDEN_ATOL = 1e-5
 
 
 class ArtifactError(Exception):

@@ -2,8 +2,10 @@
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.json_provider import dumps
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,17 @@ def bounded(errors):
     return errors
 
 
+# Paths whose protocols define their own error body: {"error": "..."}.
+PROTOCOL_PREFIXES = ("/v2", "/v1/")
+
+
 def error_response(code: int, status: str, message: str, errors: dict | None = None, headers=()):
-    """A JSON error response in the one shape."""
-    response = jsonify(error_payload(code, status, message, errors))
+    """A JSON error response: the one shape, or ``{"error"}`` on the protocol routes."""
+    if has_request_context() and request.path.startswith(PROTOCOL_PREFIXES):
+        details = f": {dumps(bounded(errors)).decode()}" if errors else ""
+        response = jsonify({"error": f"{message}{details}"})
+    else:
+        response = jsonify(error_payload(code, status, message, errors))
     response.status_code = code
     response.headers.extend(headers)
     return response

@@ -132,13 +132,7 @@ def load_version(version: ModelVersion) -> ModelBundle:
     except ArtifactError as error:
         raise ModelLoadError(f"{version.path}: {error}") from error
     bundle = ModelBundle(version, metadata, compiled, source)
-    runner = ModelRunner.build(bundle)  # The golden check and a warm-up, as a worker will do.
-    if not runner.scalar:
-        signature = compiled.signature()
-        raise ModelLoadError(
-            f"{version.path}: /predict serves one numeric input and one numeric output; "
-            f"the model has inputs {signature['inputs']} and outputs {signature['outputs']}"
-        )
+    ModelRunner.build(bundle)  # The golden check and a warm-up, as a worker will do.
     bundle.load_seconds = time.perf_counter() - started
     return bundle
 

@@ -82,19 +82,28 @@ def start_serving(app: Flask) -> ModelRunner:
     return runner
 
 
-def log_prediction(runner: ModelRunner, instances, predictions) -> None:
-    """Log inputs and outputs for model monitoring, sampled at PREDICTION_LOG_SAMPLE_RATE."""
+def log_prediction(runner: ModelRunner, inputs: dict, outputs: dict) -> None:
+    """Log inputs and outputs for model monitoring, sampled at PREDICTION_LOG_SAMPLE_RATE.
+
+    A one-number-in, one-number-out model logs plain lists; others log them by tensor name.
+    """
     rate = current_app.config["PREDICTION_LOG_SAMPLE_RATE"]
     if rate < 1.0 and random.random() >= rate:
         return
+    if runner.scalar:
+        (values,), (results,) = inputs.values(), outputs.values()
+        instances, predictions = values.reshape(-1).tolist(), results.reshape(-1).tolist()
+    else:
+        instances = {name: array.tolist() for name, array in inputs.items()}
+        predictions = {name: array.tolist() for name, array in outputs.items()}
     prediction_log.info(
         "prediction",
         extra={
             "request_id": g.get("request_id"),
             "model": runner.name,
             "model_version": runner.number,
-            "instances": instances.tolist(),
-            "predictions": predictions.tolist(),
+            "instances": instances,
+            "predictions": predictions,
         },
     )
 

@@ -28,7 +28,9 @@ from tests.integration.server import GunicornServer
 
 HERE = Path(__file__).resolve().parent
 BATCH = 1000
-SCENARIOS = ("live", "predict-1", f"predict-{BATCH}")
+# /predict and the Open Inference Protocol's infer (v2), with 1 and BATCH instances.
+SCENARIOS = ("live", "predict-1", f"predict-{BATCH}", "v2-1", f"v2-{BATCH}")
+PATHS = {"live": "/health/live", "predict": "/predict", "v2": "/v2/models/linear/infer"}
 
 
 @dataclass
@@ -50,9 +52,13 @@ def wrk_script(directory: Path, scenario: str) -> Path | None:
     """A wrk Lua script POSTing the scenario's batch, or None for a GET."""
     if scenario == "live":
         return None
-    size = int(scenario.split("-")[1])
+    protocol, size = scenario.split("-")[0], int(scenario.split("-")[1])
     values = np.random.default_rng(0).uniform(-100, 100, size).round(3).tolist()
-    body = json.dumps({"instances": values})
+    if protocol == "v2":
+        tensor = {"name": "x", "shape": [size, 1], "datatype": "FP32", "data": values}
+        body = json.dumps({"inputs": [tensor]})
+    else:
+        body = json.dumps({"instances": values})
     path = directory / f"{scenario}.lua"
     path.write_text(
         'wrk.method = "POST"\n'
@@ -68,7 +74,7 @@ def parse_duration_ms(text: str) -> float:
 
 
 def run_wrk(url: str, scenario: str, connections: int, seconds: int, scripts: Path) -> WrkResult:
-    path = "/health/live" if scenario == "live" else "/predict"
+    path = PATHS[scenario.split("-")[0]]
     command = [
         "wrk",
         "-t1",  # one event loop drives every connection and leaves the most CPU to the server
@@ -156,8 +162,7 @@ def markdown(results, latencies, memory, ready_seconds, args) -> str:
         f"{args.workers} Gunicorn workers. "
         f"{args.seconds} s per run. Command: `make bench`.",
         "",
-        "| endpoint | connections | req/s | instances/s | p50 ms | p99 ms | errors "
-        "| predict/live |",
+        "| endpoint | connections | req/s | instances/s | p50 ms | p99 ms | errors | ÷ live |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario in SCENARIOS:

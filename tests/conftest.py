@@ -25,6 +25,45 @@ def model_dir(tmp_path_factory) -> Path:
     return root / "linear"
 
 
+def multi_tensor_model() -> keras.Model:
+    """Two inputs, two outputs: 3 features and a 2x2 grid in, 2 scores and a total out."""
+    keras.utils.set_random_seed(3)
+    features = keras.Input((3,), name="features")
+    grid = keras.Input((2, 2), name="grid")
+    hidden = keras.layers.Concatenate()([features, keras.layers.Flatten()(grid)])
+    hidden = keras.layers.Dense(4, activation="tanh")(hidden)
+    scores = keras.layers.Dense(2, name="scores")(hidden)
+    total = keras.layers.Dense(1, name="total")(hidden)
+    return keras.Model([features, grid], [scores, total])
+
+
+@pytest.fixture(scope="session")
+def multi_model_dir(tmp_path_factory) -> Path:
+    """A model store ``<root>/multi/1`` with the two-input, two-output test model."""
+    root = tmp_path_factory.mktemp("multi-models")
+    save_version(multi_tensor_model(), root / "multi", 1)
+    return root / "multi"
+
+
+@pytest.fixture(scope="session")
+def multi_runner(multi_model_dir) -> ModelRunner:
+    return ModelRunner.build(load_version(list_versions(multi_model_dir)[0]))
+
+
+@pytest.fixture
+def multi_app(multi_model_dir, multi_runner):
+    """An app in test mode that serves the multi-tensor model."""
+    app = create_app({"TESTING": True, "MODEL_DIR": multi_model_dir})
+    state = app.extensions["serving"]
+    state.bundle, state.runner = multi_runner.bundle, multi_runner
+    yield app
+
+
+@pytest.fixture
+def multi_keras(multi_runner) -> keras.Model:
+    return keras.models.load_model(multi_runner.version.model_file, compile=False)
+
+
 @pytest.fixture(scope="session")
 def runner(model_dir) -> ModelRunner:
     """The session model, loaded and warmed up once."""

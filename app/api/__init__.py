@@ -3,14 +3,28 @@
 from flask import Flask
 from flask_smorest import Api
 
-from app.api import health, metrics, model_info, predict
+from app.api import health, metrics, model_info, open_inference, predict, tf_serving
+from app.api.parser import SegmentConverter
 
-BLUEPRINTS = (predict.blp, model_info.blp, health.blp, metrics.blp)
+SEGMENT_SCHEMA = {"type": "string", "pattern": "^[^/:]+$"}
+
+BLUEPRINTS = (
+    predict.blp,
+    open_inference.blp,
+    tf_serving.blp,
+    model_info.blp,
+    health.blp,
+    metrics.blp,
+)
 
 
 def register_blueprints(app: Flask, api: Api) -> None:
+    api.register_converter(SegmentConverter, lambda converter: SEGMENT_SCHEMA)
+    app.url_map.converters["segment"] = SegmentConverter
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     if app.config["API_TOKEN"]:
-        # Only when a token is set: an open server pays nothing per request.
-        app.before_request_funcs.setdefault(predict.blp.name, []).append(predict.require_token)
+        # Only when a token is set: an open server pays nothing per request. Every
+        # inference route needs it; health, metadata and metrics stay open for probes.
+        for blueprint in (predict.blp, open_inference.blp, tf_serving.blp):
+            app.before_request_funcs.setdefault(blueprint.name, []).append(predict.require_token)

@@ -9,6 +9,7 @@ from flask import Request
 from flask_smorest import abort
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 
 class JsonBodyParser(FlaskParser):
@@ -41,8 +42,12 @@ class JsonBodyParser(FlaskParser):
                 error_headers=kwargs.get("error_headers"),
             )
 
+    # Whether a request without Content-Type is refused (415) or read as JSON.
+    content_type_required = True
+
     def _raw_load_json(self, req: Request):
-        check_media_type(req)
+        if self.content_type_required or "Content-Type" in req.headers:
+            check_media_type(req)
         body = read_body(req)
         if not body:
             abort(400, message="Request body is empty; expected a JSON object.")
@@ -146,3 +151,48 @@ def document_only(smorest_decorator):
         return view
 
     return decorator
+
+
+class ProtocolBodyParser(JsonBodyParser):
+    """The standard protocols' clients send JSON without a Content-Type (tritonclient
+    does), so none means JSON there; a declared type other than JSON is still 415.
+    Open Inference's binary tensor extension is refused: only JSON tensors are read."""
+
+    content_type_required = False
+
+    def _raw_load_json(self, req: Request):
+        if "Inference-Header-Content-Length" in req.headers:
+            abort(
+                400,
+                message="The binary tensor data extension is not supported; send JSON "
+                "tensors (tritonclient: binary_data=False).",
+            )
+        return super()._raw_load_json(req)
+
+
+class ProtocolBlueprint(Blueprint):
+    """A blueprint for a standard protocol (/v2, /v1/models), whose errors are ``{"error"}``.
+
+    flask-smorest documents every operation's default error with the API's own
+    error shape; here it is replaced by the protocol's, as ``errors.py`` answers.
+    """
+
+    ARGUMENTS_PARSER = ProtocolBodyParser()
+
+    @staticmethod
+    def _prepare_response_doc(doc, doc_info, *, api, spec, **kwargs):
+        doc = Blueprint._prepare_response_doc(doc, doc_info, api=api, spec=spec, **kwargs)
+        doc["responses"]["default"] = {
+            "description": "An error, as the protocol writes it.",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ProtocolError"}}
+            },
+        }
+        return doc
+
+
+class SegmentConverter(BaseConverter):
+    """A path segment without ":": TensorFlow Serving's ``/v1/models/<name>:predict``
+    must never route to the status operation as a model named ``linear:predict``."""
+
+    regex = "[^/:]+"

@@ -3,33 +3,52 @@
 import math
 
 import numpy as np
-from marshmallow import Schema, ValidationError, fields
+from flask import current_app
+from flask_smorest import abort
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from app.artifact import FLOAT32_MAX
 from app.errors import MAX_REPORTED_ERRORS
+from app.inference import InvalidInput, instances_to_inputs
+from app.serving import current_runner
 
 FLOAT32 = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
 NUMBER = {**FLOAT32, "example": 10.0}
 ROW = {"type": "array", "items": FLOAT32, "minItems": 1, "maxItems": 1, "example": [10.0]}
+# Models with more features: a nested list of the input's shape, or values by input name.
+TENSOR = {"type": "array", "items": {}, "description": "The input's feature-shaped value."}
+BY_INPUT = {"type": "object", "description": "Each input's value, by input name."}
 
 
 class Instances(fields.List):
-    """A batch of numbers, each bare or as a one-element row, loaded as float32.
+    """A batch in TensorFlow Serving's row format, loaded as float32 arrays by input name.
 
-    One pass checks every element's type, so a 1,000-instance batch costs one
+    For a one-number model each instance is a number or a one-element row, and
+    one pass checks every element's type, so a 1,000-instance batch costs one
     loop and one array conversion rather than 1,000 marshmallow field calls.
-    Booleans and numeric strings are refused: JSON has real numbers for that.
+    Other models go through the inference core's converter, which checks each
+    instance's shape against the served signature. Booleans and numeric
+    strings are refused: JSON has real numbers for that.
     """
 
     def __init__(self, **kwargs):
-        inner = fields.Raw(metadata={"oneOf": [NUMBER, ROW]})
+        inner = fields.Raw(metadata={"oneOf": [NUMBER, ROW, TENSOR, BY_INPUT]})
         super().__init__(inner, **kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs) -> np.ndarray:
+    def _deserialize(self, value, attr, data, **kwargs) -> dict[str, np.ndarray]:
         if not isinstance(value, list):
-            raise ValidationError("Must be a list of numbers.")
+            raise ValidationError("Must be a list of instances.")
         if not value:
             raise ValidationError("Must hold at least one instance.")
+        limit = current_app.config["MAX_BATCH_SIZE"]
+        if len(value) > limit:
+            abort(413, message=f"Batch of {len(value)} instances exceeds MAX_BATCH_SIZE={limit}.")
+        runner = current_runner()
+        if not runner.scalar:
+            try:
+                return instances_to_inputs(value, runner.compiled.inputs)
+            except InvalidInput as error:
+                raise ValidationError(error.errors or error.message) from None
         numbers, errors = [], {}
         for index, item in enumerate(value):
             if type(item) is list and len(item) == 1:
@@ -51,14 +70,15 @@ class Instances(fields.List):
                 break
         if errors:
             raise ValidationError(errors)
-        return np.array(numbers, dtype=np.float32)
+        (spec,) = runner.compiled.inputs
+        return {spec.name: np.array(numbers, dtype=np.float32).reshape(-1, *spec.feature_shape)}
 
 
 class Predictions(fields.List):
-    """Predictions as a JSON array of numbers: the float32 array, left to orjson."""
+    """Predictions as a JSON array: float32 arrays (or rows of them by output), left to orjson."""
 
     def __init__(self, **kwargs):
-        super().__init__(fields.Float(), **kwargs)
+        super().__init__(fields.Raw(), **kwargs)
 
     def _serialize(self, value, attr, obj, **kwargs):
         return value
@@ -84,10 +104,13 @@ class PredictRequestSchema(Schema):
         required=True,
         metadata={
             "description": (
-                "The inputs, one prediction each: between 1 and MAX_BATCH_SIZE "
-                "(1000 unless the server sets it otherwise) finite numbers in float32 "
-                "range. Each may also be a one-element list (TensorFlow Serving's row "
-                "format)."
+                "The inputs, one prediction each, in TensorFlow Serving's row format: "
+                "between 1 and MAX_BATCH_SIZE (1000 unless the server sets it "
+                "otherwise) instances of finite numbers in float32 range. For a model "
+                "with one number in (the default), each instance is a number or a "
+                "one-element list. Otherwise it is the input's feature-shaped value "
+                "(nested lists, see `GET /model`'s signature), or, for several inputs, "
+                "an object of those keyed by input name."
             ),
             "example": [10.0, -1.5],
             "minItems": 1,
@@ -99,7 +122,11 @@ class PredictRequestSchema(Schema):
 class PredictResponseSchema(Schema):
     predictions = Predictions(
         metadata={
-            "description": "One prediction per instance, in the same order.",
+            "description": (
+                "One prediction per instance, in the same order: a number for an output "
+                "of one number, else the output's feature-shaped value; an object keyed "
+                "by output name when the model has several outputs."
+            ),
             "example": [31.0, -3.5],
         }
     )
@@ -163,4 +190,204 @@ class ModelInfoSchema(Schema):
             "description": "The version's metadata.json, as written by training.",
             "example": {"created": "2026-11-26T05:40:00+00:00", "training": {"epochs": 500}},
         }
+    )
+
+
+class ProtocolErrorSchema(Schema):
+    error = fields.String(
+        metadata={
+            "description": "What went wrong (the Open Inference and TensorFlow Serving protocols).",
+            "example": "Model 'nope' is not served; this server serves 'linear'.",
+        }
+    )
+
+
+class OipServerMetadataSchema(Schema):
+    name = fields.String(metadata={"description": "Server name.", "example": "model-server"})
+    version = fields.String(metadata={"description": "Server version.", "example": "1.0.0"})
+    extensions = fields.List(
+        fields.String(),
+        metadata={"description": "Protocol extensions supported: none.", "example": []},
+    )
+
+
+class OipLiveSchema(Schema):
+    live = fields.Boolean(metadata={"description": "Always true.", "example": True})
+
+
+class OipReadySchema(Schema):
+    ready = fields.Boolean(
+        metadata={"description": "Whether this worker serves a model.", "example": True}
+    )
+
+
+class OipModelReadySchema(Schema):
+    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    ready = fields.Boolean(metadata={"description": "Always true when served.", "example": True})
+
+
+class OipTensorMetadataSchema(Schema):
+    name = fields.String(metadata={"description": "Tensor name.", "example": "x"})
+    datatype = fields.String(metadata={"description": "Always `FP32`.", "example": "FP32"})
+    shape = fields.List(
+        fields.Integer(),
+        metadata={"description": "Shape, -1 for the batch.", "example": [-1, 1]},
+    )
+
+
+class OipModelMetadataSchema(Schema):
+    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    versions = fields.List(
+        fields.String(), metadata={"description": "The served version.", "example": ["1"]}
+    )
+    platform = fields.String(
+        metadata={"description": "The runtime: `litert`.", "example": "litert"}
+    )
+    inputs = fields.List(
+        fields.Nested(OipTensorMetadataSchema),
+        metadata={"description": "The model's inputs.", "example": [{"name": "x"}]},
+    )
+    outputs = fields.List(
+        fields.Nested(OipTensorMetadataSchema),
+        metadata={"description": "The model's outputs.", "example": [{"name": "y"}]},
+    )
+
+
+class OipInputTensorSchema(Schema):
+    class Meta:
+        # Clients add fields of their own (KServe's sends model_name): ignore them.
+        unknown = EXCLUDE
+
+    name = fields.String(
+        required=True, metadata={"description": "The input's name.", "example": "x"}
+    )
+    shape = fields.List(
+        fields.Integer(strict=True),
+        required=True,
+        metadata={"description": "Shape, batch first.", "example": [2, 1]},
+    )
+    datatype = fields.String(
+        required=True,
+        metadata={
+            "description": "`FP32`; also `FP16`, `INT8`, `INT16`, `UINT8`, `UINT16`, held exactly.",
+            "example": "FP32",
+        },
+    )
+    parameters = fields.Dict(metadata={"description": "Ignored.", "example": {}})
+    data = fields.Raw(
+        required=True,
+        metadata={
+            "description": "The values, flat in row-major order or nested by shape.",
+            "example": [10.0, -1.5],
+        },
+    )
+
+
+class OipRequestedOutputSchema(Schema):
+    class Meta:
+        # Clients add fields of their own (KServe's sends model_name): ignore them.
+        unknown = EXCLUDE
+
+    name = fields.String(
+        required=True, metadata={"description": "An output to return.", "example": "y"}
+    )
+    parameters = fields.Dict(metadata={"description": "Ignored.", "example": {}})
+
+
+class OipInferRequestSchema(Schema):
+    class Meta:
+        # Clients add fields of their own (KServe's sends model_name): ignore them.
+        unknown = EXCLUDE
+
+    id = fields.String(metadata={"description": "Echoed in the response.", "example": "42"})
+    parameters = fields.Dict(metadata={"description": "Ignored.", "example": {}})
+    inputs = fields.List(
+        fields.Nested(OipInputTensorSchema),
+        required=True,
+        metadata={"description": "One tensor per model input.", "example": [{"name": "x"}]},
+    )
+    outputs = fields.List(
+        fields.Nested(OipRequestedOutputSchema),
+        metadata={"description": "Outputs to return (default: all).", "example": [{"name": "y"}]},
+    )
+
+
+class OipOutputTensorSchema(Schema):
+    name = fields.String(metadata={"description": "The output's name.", "example": "y"})
+    datatype = fields.String(metadata={"description": "Always `FP32`.", "example": "FP32"})
+    shape = fields.List(
+        fields.Integer(), metadata={"description": "Shape, batch first.", "example": [2, 1]}
+    )
+    data = fields.Raw(
+        metadata={"description": "The values, flat in row-major order.", "example": [31.0, -3.5]}
+    )
+
+
+class OipInferResponseSchema(Schema):
+    model_name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    model_version = fields.String(metadata={"description": "Served version.", "example": "1"})
+    id = fields.String(
+        metadata={"description": "The request's id, if it had one.", "example": "42"}
+    )
+    outputs = fields.List(
+        fields.Nested(OipOutputTensorSchema),
+        metadata={"description": "The output tensors.", "example": [{"name": "y"}]},
+    )
+
+
+class TfsStatusSchema(Schema):
+    model_version_status = fields.List(
+        fields.Dict(),
+        metadata={
+            "description": "The served version's state, as TensorFlow Serving reports it.",
+            "example": [
+                {
+                    "version": "1",
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ],
+        },
+    )
+
+
+class TfsMetadataSchema(Schema):
+    model_spec = fields.Dict(
+        metadata={
+            "description": "Name, signature and version.",
+            "example": {"name": "linear", "signature_name": "", "version": "1"},
+        }
+    )
+    metadata = fields.Dict(
+        metadata={
+            "description": "The `serving_default` signature_def: inputs, outputs, method.",
+            "example": {"signature_def": {"signature_def": {"serving_default": {}}}},
+        }
+    )
+
+
+class TfsPredictRequestSchema(Schema):
+    signature_name = fields.String(
+        metadata={"description": "Only `serving_default`.", "example": "serving_default"}
+    )
+    instances = fields.Raw(
+        metadata={
+            "description": "Row format: one value per instance, or an object by input name.",
+            "example": [1.0, 2.0, 5.0],
+        }
+    )
+    inputs = fields.Raw(
+        metadata={
+            "description": "Columnar format: the batch tensor, or an object of them by name.",
+            "example": [1.0, 2.0, 5.0],
+        }
+    )
+
+
+class TfsPredictResponseSchema(Schema):
+    predictions = fields.Raw(
+        metadata={"description": "For `instances`: one per instance.", "example": [4.0, 7.0]}
+    )
+    outputs = fields.Raw(
+        metadata={"description": "For `inputs`: the batch output(s).", "example": [4.0, 7.0]}
     )

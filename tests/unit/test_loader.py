@@ -81,17 +81,25 @@ def test_without_tensorflow_an_uncompiled_version_says_how_to_compile_it(tmp_pat
         load_version(only_version(path))
 
 
+def variable_length_model() -> keras.Model:
+    inputs = keras.Input((None, 1))
+    pooled = keras.layers.GlobalAveragePooling1D()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1)(pooled))
+
+
 @pytest.mark.parametrize(
-    "model, reason",
+    "make_model, reason",
     [
-        (keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)]), "one numeric input"),
-        (keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(2)]), "one numeric output"),
-        (linear_model(dtype="int32"), "is int32; only float32"),
+        (lambda: linear_model(dtype="int32"), "is int32; only float32"),
+        (lambda: linear_model(dtype="float64"), "is float64; only float32"),
+        (variable_length_model, r"expected a batch dimension \(-1\) followed by fixed feature"),
     ],
-    ids=["two-features", "two-outputs", "integer-input"],
+    ids=["integer-input", "float64-input", "variable-feature-shape"],
 )
-def test_a_model_the_api_cannot_serve_exactly_is_refused_with_the_reason(tmp_path, model, reason):
-    path = save_version(model, tmp_path, 1, compiled=False)
+def test_a_model_the_api_cannot_serve_exactly_is_refused_with_the_reason(
+    tmp_path, make_model, reason
+):
+    path = save_version(make_model(), tmp_path, 1, compiled=False)
     with pytest.raises(ModelLoadError, match=reason):
         load_version(only_version(path))
 

@@ -1,4 +1,4 @@
-"""Request schema: what counts as a valid batch of instances."""
+"""Request schema: what counts as a valid batch of instances for the served model."""
 
 import numpy as np
 import pytest
@@ -7,8 +7,15 @@ from marshmallow import ValidationError
 from app.api.schemas import MAX_REPORTED_ERRORS, PredictRequestSchema
 
 
+@pytest.fixture(autouse=True)
+def served(app):
+    """The schema checks instances against the model this app serves."""
+    with app.test_request_context():
+        yield
+
+
 def load(instances):
-    return PredictRequestSchema().load({"instances": instances})["instances"]
+    return PredictRequestSchema().load({"instances": instances})["instances"]["x"]
 
 
 @pytest.mark.parametrize(
@@ -23,8 +30,8 @@ def load(instances):
 )
 def test_numbers_and_one_element_rows_load_as_a_float32_vector(instances, expected):
     array = load(instances)
-    assert array.dtype == np.float32 and array.shape == (len(expected),)
-    np.testing.assert_allclose(array, expected, rtol=1e-7)
+    assert array.dtype == np.float32 and array.shape == (len(expected), 1)
+    np.testing.assert_allclose(array.reshape(-1), expected, rtol=1e-7)
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ def test_without_a_model_predict_answers_503(app, client):
 
 
 def test_a_non_finite_prediction_is_refused_with_422_not_emitted(app, client, runner, monkeypatch):
-    monkeypatch.setattr(runner, "predict", lambda x: np.full(x.shape, np.inf, np.float32))
+    monkeypatch.setattr(runner, "run", lambda xs: [np.full(xs[0].shape, np.inf, np.float32)])
     response = predict(client, {"instances": [1, 2]})
     assert response.status_code == 422
     assert set(response.json["errors"]["instances"]) == {"0", "1"}
@@ -89,7 +89,7 @@ def test_a_content_type_that_is_not_json_is_415(client):
 @pytest.mark.parametrize("size", [1, 16, 17, 1000])
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, 3.4028235e38, -3.4028235e38])
 def test_a_non_finite_prediction_is_found_at_any_batch_size(size, bad):
-    from app.api.predict import all_finite
+    from app.inference import all_finite
 
     values = np.ones(size, np.float32)
     assert all_finite(values)

@@ -1,0 +1,156 @@
+"""/v2: the Open Inference Protocol (KServe, Triton and MLServer clients) over REST.
+
+Health, server and model metadata, model readiness and ``infer``, as the
+protocol specifies them; errors are ``{"error": "..."}`` with the HTTP status.
+"""
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import abort
+
+from app.api.parser import ProtocolBlueprint
+from app.api.schemas import (
+    OipInferRequestSchema,
+    OipInferResponseSchema,
+    OipLiveSchema,
+    OipModelMetadataSchema,
+    OipModelReadySchema,
+    OipReadySchema,
+    OipServerMetadataSchema,
+    ProtocolErrorSchema,
+)
+from app.inference import InvalidInput, infer, tensors_to_inputs
+from app.serving import current_runner, serving_state
+
+blp = ProtocolBlueprint(
+    "open_inference",
+    __name__,
+    url_prefix="/v2",
+    description="Open Inference Protocol v2 (KServe, Triton, MLServer clients).",
+)
+
+SERVER_NAME = "model-server"
+SERVER_VERSION = "1.0.0"
+# What the served artifacts are, in the protocol's words.
+PLATFORM = "litert"
+
+
+def served_model(name: str, version: str | None = None):
+    """The runner when ``name`` (and ``version``, if given) is what this server serves; else 404."""
+    runner = current_runner()
+    if name != runner.name:
+        abort(404, message=f"Model {name!r} is not served; this server serves {runner.name!r}.")
+    if version is not None and version != str(runner.number):
+        abort(
+            404,
+            message=f"Version {version!r} of model {name!r} is not served; "
+            f"version {runner.number} is.",
+        )
+    return runner
+
+
+def tensor_metadata(spec) -> dict:
+    return {"name": spec.name, "datatype": "FP32", "shape": list(spec.shape)}
+
+
+@blp.route("")
+class ServerMetadata(MethodView):
+    @blp.response(200, OipServerMetadataSchema)
+    def get(self):
+        """Server metadata: name, version, extensions"""
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}
+
+
+@blp.route("/health/live")
+class ServerLive(MethodView):
+    @blp.response(200, OipLiveSchema)
+    def get(self):
+        """200 while the server answers"""
+        return {"live": True}
+
+
+@blp.route("/health/ready")
+class ServerReady(MethodView):
+    @blp.response(200, OipReadySchema)
+    @blp.alt_response(503, schema=OipReadySchema, description="No model loaded yet, or draining.")
+    def get(self):
+        """200 once this worker's model is loaded; 503 before and while draining"""
+        state = serving_state(current_app)
+        ready = state.runner is not None and not state.draining
+        return {"ready": ready}, 200 if ready else 503
+
+
+@blp.route("/models/<segment:name>", endpoint="model_metadata")
+@blp.route("/models/<segment:name>/versions/<segment:version>", endpoint="model_version_metadata")
+class ModelMetadata(MethodView):
+    @blp.response(200, OipModelMetadataSchema)
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    def get(self, name, version=None):
+        """Model metadata: versions, platform, inputs and outputs (shape -1 for the batch)"""
+        runner = served_model(name, version)
+        return {
+            "name": runner.name,
+            "versions": [str(runner.number)],
+            "platform": PLATFORM,
+            "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
+            "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],
+        }
+
+
+@blp.route("/models/<segment:name>/ready", endpoint="model_ready")
+@blp.route(
+    "/models/<segment:name>/versions/<segment:version>/ready", endpoint="model_version_ready"
+)
+class ModelReady(MethodView):
+    @blp.response(200, OipModelReadySchema)
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    def get(self, name, version=None):
+        """200 when the model (version) is ready for inference"""
+        runner = served_model(name, version)
+        return {"name": runner.name, "ready": True}
+
+
+@blp.route("/models/<segment:name>/infer", endpoint="model_infer")
+@blp.route(
+    "/models/<segment:name>/versions/<segment:version>/infer", endpoint="model_version_infer"
+)
+class ModelInfer(MethodView):
+    @blp.arguments(OipInferRequestSchema(), error_status_code=400)
+    @blp.response(200, OipInferResponseSchema)
+    @blp.alt_response(400, schema=ProtocolErrorSchema, description="Input the model cannot take.")
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    @blp.alt_response(413, schema=ProtocolErrorSchema, description="Body or batch too large.")
+    def post(self, body, name, version=None):
+        """Inference: input tensors in, output tensors out, in one call"""
+        runner = served_model(name, version)
+        compiled = runner.compiled
+        known = {spec.name for spec in compiled.outputs}
+        wanted = [output["name"] for output in body.get("outputs") or []]
+        unknown = [output for output in wanted if output not in known]
+        try:
+            if unknown:
+                raise InvalidInput(400, f"Unknown output {unknown[0]!r}; outputs: {sorted(known)}.")
+            outputs = infer(runner, tensors_to_inputs(body["inputs"], compiled.inputs))
+        except InvalidInput as error:
+            abort(
+                400 if error.status == 422 else error.status,
+                message=error.message,
+                errors=error.errors,
+            )
+        response = {
+            "model_name": runner.name,
+            "model_version": str(runner.number),
+            "outputs": [
+                {
+                    "name": spec.name,
+                    "datatype": "FP32",
+                    "shape": list(outputs[spec.name].shape),
+                    "data": outputs[spec.name].reshape(-1),
+                }
+                for spec in compiled.outputs
+                if not wanted or spec.name in wanted
+            ],
+        }
+        if "id" in body:
+            response["id"] = body["id"]
+        return response

@@ -1,0 +1,140 @@
+"""/v1/models: TensorFlow Serving's REST API (model status, metadata, predict).
+
+Requests and answers as TensorFlow Serving writes them: ``instances`` (row
+format) answered with ``predictions``, ``inputs`` (columnar) with ``outputs``,
+and errors as ``{"error": "..."}``.
+"""
+
+from flask.views import MethodView
+from flask_smorest import abort
+
+from app.api.parser import ProtocolBlueprint
+from app.api.schemas import (
+    ProtocolErrorSchema,
+    TfsMetadataSchema,
+    TfsPredictRequestSchema,
+    TfsPredictResponseSchema,
+    TfsStatusSchema,
+)
+from app.inference import (
+    InvalidInput,
+    columns_to_inputs,
+    infer,
+    instances_to_inputs,
+    rows_of,
+    squeezed,
+)
+from app.serving import current_runner
+
+blp = ProtocolBlueprint(
+    "tf_serving",
+    __name__,
+    url_prefix="/v1/models",
+    description="TensorFlow Serving's REST API: status, metadata, predict.",
+)
+
+SIGNATURE = "serving_default"
+
+
+def served_model(name: str, version: str | None = None):
+    """The runner when ``name`` (and ``version``, if given) is what this server serves; else 404."""
+    runner = current_runner()
+    if name != runner.name:
+        abort(
+            404,
+            message=f"Servable not found for request: Latest({name}); "
+            f"this server serves {runner.name!r}",
+        )
+    if version is not None and version != str(runner.number):
+        abort(
+            404,
+            message=f"Servable not found for request: Specific({name}, {version}); "
+            f"version {runner.number} is served",
+        )
+    return runner
+
+
+def tensor_info(spec, index: int, role: str) -> dict:
+    return {
+        "dtype": "DT_FLOAT",
+        "tensor_shape": {
+            "dim": [{"size": str(size), "name": ""} for size in spec.shape],
+            "unknown_rank": False,
+        },
+        "name": f"{role}_{index}:0",
+    }
+
+
+@blp.route("/<segment:name>", endpoint="model_status")
+@blp.route("/<segment:name>/versions/<segment:version>", endpoint="model_version_status")
+class ModelStatus(MethodView):
+    @blp.response(200, TfsStatusSchema)
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    def get(self, name, version=None):
+        """Model status: the served version, AVAILABLE"""
+        runner = served_model(name, version)
+        status = {"error_code": "OK", "error_message": ""}
+        return {
+            "model_version_status": [
+                {"version": str(runner.number), "state": "AVAILABLE", "status": status}
+            ]
+        }
+
+
+@blp.route("/<segment:name>/metadata", endpoint="model_metadata")
+@blp.route("/<segment:name>/versions/<segment:version>/metadata", endpoint="model_version_metadata")
+class ModelMetadata(MethodView):
+    @blp.response(200, TfsMetadataSchema)
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    def get(self, name, version=None):
+        """Model metadata: the serving_default signature's inputs and outputs"""
+        runner = served_model(name, version)
+        compiled = runner.compiled
+        signature = {
+            "inputs": {s.name: tensor_info(s, i, "input") for i, s in enumerate(compiled.inputs)},
+            "outputs": {
+                s.name: tensor_info(s, i, "output") for i, s in enumerate(compiled.outputs)
+            },
+            "method_name": "tensorflow/serving/predict",
+        }
+        return {
+            "model_spec": {
+                "name": runner.name,
+                "signature_name": "",
+                "version": str(runner.number),
+            },
+            "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}},
+        }
+
+
+@blp.route("/<segment:name>:predict", endpoint="predict")
+@blp.route("/<segment:name>/versions/<segment:version>:predict", endpoint="version_predict")
+class Predict(MethodView):
+    @blp.arguments(TfsPredictRequestSchema(), error_status_code=400)
+    @blp.response(200, TfsPredictResponseSchema)
+    @blp.alt_response(400, schema=ProtocolErrorSchema, description="Input the model cannot take.")
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    @blp.alt_response(413, schema=ProtocolErrorSchema, description="Body or batch too large.")
+    def post(self, body, name, version=None):
+        """Predict from `instances` (row format) or `inputs` (columnar), as TF Serving does"""
+        runner = served_model(name, version)
+        compiled = runner.compiled
+        signature = body.get("signature_name", SIGNATURE)
+        try:
+            if signature != SIGNATURE:
+                raise InvalidInput(
+                    400, f'Serving signature name: "{signature}" not found in signature def'
+                )
+            if ("instances" in body) == ("inputs" in body):
+                raise InvalidInput(400, 'Give exactly one of "instances" and "inputs".')
+            if "instances" in body:
+                outputs = infer(runner, instances_to_inputs(body["instances"], compiled.inputs))
+                return {"predictions": rows_of(outputs, compiled.outputs)}
+            outputs = infer(runner, columns_to_inputs(body["inputs"], compiled.inputs))
+        except InvalidInput as error:
+            status = 400 if error.status == 422 else error.status
+            abort(status, message=error.message, errors=error.errors)
+        if len(compiled.outputs) == 1:
+            (spec,) = compiled.outputs
+            return {"outputs": squeezed(outputs[spec.name], spec)}
+        return {"outputs": {s.name: squeezed(outputs[s.name], s) for s in compiled.outputs}}

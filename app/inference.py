@@ -1,0 +1,302 @@
+"""The inference core that every wire format adapts to: validated float32 in, outputs out.
+
+``/predict``, Open Inference Protocol ``/v2`` and TensorFlow Serving's ``/v1``
+only translate their requests into named float32 arrays with the converters
+here and the results into their responses. The rules for numbers and shapes,
+the batch limit, the overflow check, the metrics and the prediction log live
+once, in this module.
+"""
+
+import math
+
+import numpy as np
+from flask import current_app
+
+from app.artifact import FLOAT32_MAX, TensorSpec, not_finite
+from app.errors import MAX_REPORTED_ERRORS
+from app.extensions import BATCH_SIZE
+from app.model import ModelRunner
+from app.serving import log_prediction
+
+
+class InvalidInput(Exception):
+    """Input the model cannot take: an HTTP status, a message, and errors by place."""
+
+    def __init__(self, status: int, message: str, errors: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.errors = status, message, errors or {}
+
+
+NUMBER_MESSAGE = "Must be a finite number within float32 range."
+
+
+def as_number(value) -> float | None:
+    """``value`` as a float in float32 range, or None: booleans and strings are no numbers."""
+    if type(value) is not float and type(value) is not int:
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # An integer beyond any float.
+        return None
+    # False for NaN too; in range, the float32 conversion cannot overflow.
+    return number if -FLOAT32_MAX <= number <= FLOAT32_MAX else None
+
+
+def is_scalar(spec: TensorSpec) -> bool:
+    """One number per instance: feature shape () or (1,), where a bare number is allowed."""
+    return spec.feature_shape in ((), (1,))
+
+
+def flatten(value, shape: tuple[int, ...], into: list) -> str | None:
+    """Append ``value``'s numbers, row-major, if it is a nested list of ``shape``; else say why."""
+    if not shape:
+        number = as_number(value)
+        if number is None:
+            return NUMBER_MESSAGE
+        into.append(number)
+        return None
+    if type(value) is not list or len(value) != shape[0]:
+        return f"Must be a list of {shape[0]} (shape {list(shape)})."
+    for item in value:
+        problem = flatten(item, shape[1:], into)
+        if problem:
+            return problem
+    return None
+
+
+def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.ndarray | None:
+    """One input's instances (TensorFlow Serving's row format) as a float32 batch.
+
+    Each row is the input's feature-shaped value; a one-number input also
+    takes a bare number. Problems go into ``errors`` by row index (and
+    ``label``, the input's name, when there are several inputs).
+    """
+    shape, scalar, numbers = spec.feature_shape, is_scalar(spec), []
+    for index, row in enumerate(rows):
+        if scalar and type(row) is not list:
+            number = as_number(row)
+            problem = None if number is not None else NUMBER_MESSAGE
+            if number is not None:
+                numbers.append(number)
+        else:
+            if scalar and shape == ():
+                problem = "Must be a number."
+            else:
+                problem = flatten(row, shape, numbers)
+        if problem:
+            place = errors.setdefault(index, {}) if label else errors
+            if label:
+                place[label] = [problem]
+            else:
+                place[index] = [problem]
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+    if errors:
+        return None
+    return np.array(numbers, dtype=np.float32).reshape(len(rows), *shape)
+
+
+def instances_to_inputs(instances, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    """TensorFlow Serving's row format: a list of values, or of objects keyed by input name."""
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInput(422, "instances must be a non-empty list.")
+    check_batch(len(instances))
+    errors = {}
+    if len(inputs) == 1:
+        (spec,) = inputs
+        rows = instances
+        if all(type(row) is dict for row in rows):  # {"x": ...} for a one-input model too.
+            _check_keys(rows, {spec.name}, errors)
+            if not errors:
+                rows = [row[spec.name] for row in rows]
+        if not errors:
+            array = rows_to_array(rows, spec, errors)
+        if errors:
+            raise InvalidInput(422, "Some instances do not fit the model's input.", errors)
+        return {spec.name: array}
+    names = {spec.name for spec in inputs}
+    for index, row in enumerate(instances):
+        if type(row) is not dict:
+            errors[index] = [f"Must be an object keyed by input name: {sorted(names)}."]
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+    if not errors:
+        _check_keys(instances, names, errors)
+    if errors:
+        raise InvalidInput(422, "Some instances do not fit the model's inputs.", errors)
+    arrays = {}
+    for spec in inputs:
+        rows = [row[spec.name] for row in instances]
+        arrays[spec.name] = rows_to_array(rows, spec, errors, spec.name)
+        if errors:
+            raise InvalidInput(422, "Some instances do not fit the model's inputs.", errors)
+    return arrays
+
+
+def _check_keys(rows: list[dict], names: set[str], errors: dict) -> None:
+    for index, row in enumerate(rows):
+        missing, unknown = names - row.keys(), row.keys() - names
+        if missing or unknown:
+            messages = [f"Missing input {name!r}." for name in sorted(missing)]
+            messages += [f"Unknown input {name!r}." for name in sorted(unknown)]
+            errors[index] = messages
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                return
+
+
+def columns_to_inputs(columns, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    """TensorFlow Serving's columnar format: one batch tensor, or an object of them by name."""
+    if len(inputs) == 1 and not isinstance(columns, dict):
+        columns = {inputs[0].name: columns}
+    if not isinstance(columns, dict) or set(columns) != {spec.name for spec in inputs}:
+        names = sorted(spec.name for spec in inputs)
+        raise InvalidInput(400, f"inputs must hold exactly the model's inputs: {names}.")
+    arrays, errors, batch = {}, {}, None
+    for spec in inputs:
+        column = columns[spec.name]
+        if not isinstance(column, list) or not column:
+            raise InvalidInput(400, f"Input {spec.name!r} must be a non-empty list (the batch).")
+        check_batch(len(column))
+        if batch is not None and len(column) != batch:
+            raise InvalidInput(400, "All inputs must have the same batch size.")
+        batch = len(column)
+        label = spec.name if len(inputs) > 1 else None
+        arrays[spec.name] = rows_to_array(column, spec, errors, label)
+        if errors:
+            raise InvalidInput(400, f"Input {spec.name!r} does not fit the model.", errors)
+    return arrays
+
+
+def check_batch(size: int) -> None:
+    limit = current_app.config["MAX_BATCH_SIZE"]
+    if size > limit:
+        raise InvalidInput(413, f"Batch of {size} instances exceeds MAX_BATCH_SIZE={limit}.")
+
+
+def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All outputs for validated inputs, or ``InvalidInput`` where an output overflows float32."""
+    compiled = runner.compiled
+    outputs = runner.run([inputs[spec.name] for spec in compiled.inputs])
+    bad = set()
+    for output in outputs:
+        if not all_finite(output):
+            rows = not_finite(output).reshape(len(output), -1).any(axis=1)
+            bad.update(int(i) for i in np.flatnonzero(rows))
+    if bad:
+        raise InvalidInput(
+            422,
+            "The model's output is not a finite float32 for some instances.",
+            {i: ["Prediction is not finite."] for i in sorted(bad)[:MAX_REPORTED_ERRORS]},
+        )
+    named = {spec.name: output for spec, output in zip(compiled.outputs, outputs, strict=True)}
+    batch = len(outputs[0])
+    BATCH_SIZE.observe(batch)
+    log_prediction(runner, inputs, named)
+    return named
+
+
+def all_finite(values: np.ndarray) -> bool:
+    """Whether every value is a finite float32 short of LiteRT's saturation value.
+
+    Python's comparisons are cheaper than a numpy call for a few values (about
+    20 µs a request here, 3 % of a single-instance request's CPU).
+    """
+    if values.size <= 16:
+        return all(-FLOAT32_MAX < value < FLOAT32_MAX for value in values.ravel().tolist())
+    return not not_finite(values).any()
+
+
+def rows_of(outputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> list:
+    """Outputs as one prediction per instance (row format).
+
+    One output: its value per instance, a bare number when it holds one number.
+    Several: an object keyed by output name per instance.
+    """
+    if len(specs) == 1:
+        return squeezed(outputs[specs[0].name], specs[0])
+    columns = {spec.name: squeezed(outputs[spec.name], spec) for spec in specs}
+    batch = len(next(iter(columns.values())))
+    return [{name: column[i] for name, column in columns.items()} for i in range(batch)]
+
+
+def squeezed(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A one-number output as a 1-D batch (bare numbers in JSON); others as they are."""
+    return array.reshape(len(array)) if is_scalar(spec) else array
+
+
+# Open Inference Protocol datatypes whose every value float32 holds exactly.
+EXACT_DATATYPES = {
+    "FP32": None,
+    "FP16": None,
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+}
+
+
+def tensors_to_inputs(tensors: list[dict], inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+    """Open Inference Protocol input tensors (name, shape, datatype, flat or nested data)."""
+    by_name = {spec.name: spec for spec in inputs}
+    names = [tensor["name"] for tensor in tensors]
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        known = sorted(by_name)
+        raise InvalidInput(400, f"Unknown input {unknown[0]!r}; the model's inputs are {known}.")
+    if len(set(names)) != len(names) or set(names) != set(by_name):
+        raise InvalidInput(400, f"Give each of the model's inputs once: {sorted(by_name)}.")
+    arrays, batch = {}, None
+    for tensor in tensors:
+        spec = by_name[tensor["name"]]
+        arrays[spec.name] = tensor_to_array(tensor, spec)
+        if batch is not None and len(arrays[spec.name]) != batch:
+            raise InvalidInput(400, "All inputs must have the same batch size (shape[0]).")
+        batch = len(arrays[spec.name])
+    return arrays
+
+
+def tensor_to_array(tensor: dict, spec: TensorSpec) -> np.ndarray:
+    name, datatype, shape = spec.name, tensor["datatype"], list(tensor["shape"])
+    if datatype not in EXACT_DATATYPES:
+        raise InvalidInput(
+            400,
+            f"Input {name!r} has datatype {datatype}; the model takes FP32, which cannot hold "
+            f"every {datatype} value exactly (send FP32, FP16, INT8, INT16, UINT8 or UINT16).",
+        )
+    expected = [-1, *spec.feature_shape]
+    if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
+        raise InvalidInput(400, f"Input {name!r} has shape {shape}; the model takes {expected}.")
+    check_batch(shape[0])
+    numbers: list[float] = []
+    problem = flatten_any(tensor["data"], numbers, EXACT_DATATYPES[datatype])
+    if problem:
+        raise InvalidInput(400, f"Input {name!r}: {problem}")
+    if len(numbers) != math.prod(shape):
+        raise InvalidInput(
+            400,
+            f"Input {name!r} has {len(numbers)} values; shape {shape} needs {math.prod(shape)}.",
+        )
+    return np.array(numbers, dtype=np.float32).reshape(shape)
+
+
+def flatten_any(data, into: list, integer_range: tuple[int, int] | None) -> str | None:
+    """Append the numbers of flat or nested ``data`` in row-major order; else say why not."""
+    stack = [iter(data if type(data) is list else [data])]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                stack.append(iter(item))
+                break
+            if integer_range is not None:
+                low, high = integer_range
+                if type(item) is not int or not low <= item <= high:
+                    return f"{item!r} is not an integer from {low} to {high}."
+                into.append(float(item))
+                continue
+            number = as_number(item)
+            if number is None:
+                return f"{item!r} is not a finite number within float32 range."
+            into.append(number)
+        else:
+            stack.pop()
+    return None

@@ -1,0 +1,115 @@
+"""The standard protocols through their real clients, against a real Gunicorn.
+
+tritonclient's ``InferenceServerClient`` (HTTP, JSON tensors) and KServe's
+``InferenceRESTClient`` (Open Inference Protocol v2) get health, metadata and
+predictions for the notebook model and for a two-input, two-output model,
+checked against Keras. Run alone with ``.venv/bin/pytest tests/integration/test_protocols.py``.
+"""
+
+import asyncio
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+from tests.integration.conftest import start
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+@pytest.fixture(scope="module")
+def multi_server(multi_model_dir, tmp_path_factory):
+    gunicorn = start(multi_model_dir, tmp_path_factory)
+    yield gunicorn
+    gunicorn.stop()
+
+
+def multi_batch(size=4, seed=5):
+    rng = np.random.default_rng(seed)
+    features = rng.uniform(-3, 3, (size, 3)).astype(np.float32)
+    grid = rng.uniform(-3, 3, (size, 2, 2)).astype(np.float32)
+    return features, grid
+
+
+def triton_client(server):
+    return triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+
+
+def triton_input(name, array):
+    tensor = triton.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array, binary_data=False)
+    return tensor
+
+
+def test_tritonclient_sees_a_live_ready_server_and_the_notebook_model(server, keras_model):
+    client = triton_client(server)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("linear") and client.is_model_ready("linear", "1")
+    assert not client.is_model_ready("linear", "2")
+    assert client.get_server_metadata()["name"] == "model-server"
+    metadata = client.get_model_metadata("linear")
+    assert metadata["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}]
+    inputs = np.array([[10.0], [-1.5], [2.0]], np.float32)
+    result = client.infer(
+        "linear",
+        [triton_input("x", inputs)],
+        outputs=[triton.InferRequestedOutput("y", binary_data=False)],
+        request_id="triton-1",
+    )
+    assert result.get_response()["id"] == "triton-1"
+    np.testing.assert_allclose(
+        result.as_numpy("y"), keras_model.predict(inputs, verbose=0), rtol=RTOL, atol=ATOL
+    )
+
+
+def test_tritonclient_infers_two_inputs_and_two_outputs(multi_server, multi_keras):
+    client = triton_client(multi_server)
+    features, grid = multi_batch()
+    result = client.infer("multi", [triton_input("features", features), triton_input("grid", grid)])
+    scores, total = multi_keras.predict([features, grid], verbose=0)
+    np.testing.assert_allclose(result.as_numpy("scores"), scores, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(result.as_numpy("total"), total, rtol=RTOL, atol=ATOL)
+
+
+def kserve_call(coroutine_function, *args, **kwargs):
+    async def call():
+        client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=10))
+        return await coroutine_function(client)(*args, **kwargs)
+
+    return asyncio.run(call())
+
+
+def kserve(method):
+    return lambda client: getattr(client, method)
+
+
+def kserve_input(name, array):
+    tensor = InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array, binary_data=False)
+    return tensor
+
+
+def test_kserve_client_gets_health_metadata_and_predictions(server, keras_model):
+    assert kserve_call(kserve("is_server_live"), server.url) is True
+    assert kserve_call(kserve("is_server_ready"), server.url) is True
+    assert kserve_call(kserve("is_model_ready"), server.url, "linear") is True
+    inputs = np.array([[10.0], [0.5]], np.float32)
+    request = InferRequest("linear", [kserve_input("x", inputs)], request_id="kserve-1")
+    response = kserve_call(kserve("infer"), server.url, request, model_name="linear")
+    assert response.id == "kserve-1"
+    np.testing.assert_allclose(
+        response.outputs[0].as_numpy(), keras_model.predict(inputs, verbose=0), rtol=RTOL, atol=ATOL
+    )
+
+
+def test_kserve_client_infers_two_inputs_and_two_outputs(multi_server, multi_keras):
+    features, grid = multi_batch(seed=9)
+    request = InferRequest(
+        "multi", [kserve_input("features", features), kserve_input("grid", grid)]
+    )
+    response = kserve_call(kserve("infer"), multi_server.url, request, model_name="multi")
+    outputs = {output.name: output.as_numpy() for output in response.outputs}
+    scores, total = multi_keras.predict([features, grid], verbose=0)
+    np.testing.assert_allclose(outputs["scores"], scores, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(outputs["total"], total, rtol=RTOL, atol=ATOL)

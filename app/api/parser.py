@@ -42,12 +42,11 @@ class JsonBodyParser(FlaskParser):
                 error_headers=kwargs.get("error_headers"),
             )
 
-    # Whether a request without Content-Type is refused (415) or read as JSON.
-    content_type_required = True
+    # Whether only application/json is read (else 415), or any declared type.
+    json_type_required = True
 
     def _raw_load_json(self, req: Request):
-        if self.content_type_required or "Content-Type" in req.headers:
-            check_media_type(req)
+        check_media_type(req, self.json_type_required)
         body = read_body(req)
         if not body:
             abort(400, message="Request body is empty; expected a JSON object.")
@@ -67,15 +66,16 @@ class JsonBodyParser(FlaskParser):
             abort(400, message=f"Request body is not valid JSON: {error}.")
 
 
-def check_media_type(req: Request) -> None:
+def check_media_type(req: Request, json_type_required: bool = True) -> None:
     """Answer 415 unless the body is plain JSON in UTF-8, not encoded in any other way.
 
     Flask's ``is_json`` also takes ``application/*+json`` (JSON:API, JSON-LD),
     whose rules this API does not follow; and a body compressed or otherwise
     encoded would be read as garbage, so it is refused rather than ignored.
+    With ``json_type_required`` false, any declared type is read as JSON.
     """
     content_type = req.headers.get("Content-Type", "")
-    if req.mimetype != "application/json":
+    if json_type_required and req.mimetype != "application/json":
         abort(415, message="Content-Type must be application/json.")
     charset = req.mimetype_params.get("charset")
     if charset is None and "charset" in content_type.lower():
@@ -154,11 +154,13 @@ def document_only(smorest_decorator):
 
 
 class ProtocolBodyParser(JsonBodyParser):
-    """The standard protocols' clients send JSON without a Content-Type (tritonclient
-    does), so none means JSON there; a declared type other than JSON is still 415.
-    Open Inference's binary tensor extension is refused: only JSON tensors are read."""
+    """The standard protocols' bodies are JSON whatever the Content-Type, as TensorFlow
+    Serving and Triton read them: tritonclient sends none, and TensorFlow Serving's
+    documented `curl -d` sends application/x-www-form-urlencoded. A charset other than
+    UTF-8 or a Content-Encoding is still 415. Open Inference's binary tensor extension
+    is refused: only JSON tensors are read."""
 
-    content_type_required = False
+    json_type_required = False
 
     def _raw_load_json(self, req: Request):
         if "Inference-Header-Content-Length" in req.headers:

@@ -110,12 +110,20 @@ def test_a_body_that_is_not_json_gets_the_protocols_error_shape(client):
     assert response.status_code == 400 and list(response.json) == ["error"]
 
 
-def test_a_body_without_content_type_is_read_as_json_as_tritonclient_sends_it(client):
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_the_body_is_json_whatever_its_declared_type_as_triton_reads_it(client, content_type):
+    # tritonclient sends no Content-Type; `curl -d` sends form-urlencoded.
     body = b'{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}'
-    response = client.post("/v2/models/linear/infer", data=body)
+    response = client.post("/v2/models/linear/infer", data=body, content_type=content_type)
     assert response.status_code == 200, response.json
-    declared = client.post("/v2/models/linear/infer", data=body, content_type="text/plain")
-    assert declared.status_code == 415 and list(declared.json) == ["error"]
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Content-Encoding": "gzip"}, {"Content-Type": "application/json; charset=latin-1"}]
+)
+def test_an_encoding_or_charset_it_cannot_read_is_still_415(client, headers):
+    response = client.post("/v2/models/linear/infer", data=b"{}", headers=headers)
+    assert response.status_code == 415 and list(response.json) == ["error"]
 
 
 def test_the_binary_tensor_extension_is_refused_with_the_way_out(client):

@@ -51,6 +51,15 @@ def test_the_documented_row_request_answers_predictions(client, runner, raw):
     np.testing.assert_array_equal(np.array(response.json["predictions"], np.float32), expected)
 
 
+def test_the_documented_curl_command_works_as_curl_sends_it(client, runner):
+    # `curl -d '{"instances": [1.0, 2.0, 5.0]}'` declares a form body; TF Serving reads JSON.
+    response = client.post(
+        "/v1/models/linear:predict", data=DOCS_ROW, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 200, response.json
+    assert len(response.json["predictions"]) == 3
+
+
 def test_the_documented_columnar_request_answers_outputs(client, runner):
     response = post(client, "/v1/models/linear/versions/1:predict", DOCS_COLUMNAR)
     assert response.status_code == 200, response.json

@@ -26,14 +26,17 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY training ./training
+COPY data ./data
 COPY --from=docs-assets /assets/docs ./app/static/docs
 RUN python -m venv /opt/train \
  && /opt/train/bin/pip install --no-cache-dir '.[train]' \
  && /opt/train/bin/python -m training --name linear --output-dir /models --epochs 500 --seed 42
 # The serving venv needs neither pip nor setuptools at run time, nor LiteRT's
 # WebGPU accelerator (19 MB; the CPU interpreter never loads it).
+# SERVE_EXTRAS=registry adds MLflow's client, to serve MODEL_URI=models:/... .
+ARG SERVE_EXTRAS=""
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir . \
+ && /opt/venv/bin/pip install --no-cache-dir ".${SERVE_EXTRAS:+[$SERVE_EXTRAS]}" \
  && /opt/venv/bin/python -m pip uninstall --quiet --yes setuptools pip \
  && rm /opt/venv/lib/python3.11/site-packages/ai_edge_litert/libLiteRtWebGpuAccelerator.so
 
@@ -46,7 +49,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8000 \
     MODEL_DIR=/models/linear \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/metrics \
+    MODEL_CACHE_DIR=/tmp/model-cache
 WORKDIR /srv
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /models /models

@@ -31,7 +31,17 @@ docs-assets: $(DOCS_ASSETS)/VERSIONS ## Fetch ReDoc and Swagger UI from npm into
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry]'
+	touch $@
+
+# An MLflow tracking server for the registry tests and `make mlflow`, in a venv of
+# its own: the full mlflow package pins gunicorn<27, which this server outgrew.
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_VERSION := 3.17.2
+
+$(MLFLOW_VENV)/.installed:
+	test -d $(MLFLOW_VENV) || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet 'mlflow==$(MLFLOW_VERSION)'
 	touch $@
 
 .PHONY: install
@@ -45,6 +55,17 @@ train: install ## Train a new model version into $(MODEL_DIR)
 compile: install ## Write the serving artifact for an existing version: make compile VERSION_DIR=models/linear/1
 	@test -n "$(VERSION_DIR)" || { echo "usage: make compile VERSION_DIR=<model dir>/<version>"; exit 2; }
 	$(BIN)/python -m training compile $(VERSION_DIR)
+
+.PHONY: train-register
+train-register: install ## Train, log to MLflow and register (MLFLOW_TRACKING_URI; ALIAS=production moves that alias)
+	$(BIN)/python -m training --name $(MODEL_NAME) --output-dir $(MODEL_ROOT) --register $(if $(ALIAS),--alias $(ALIAS))
+
+.PHONY: mlflow
+mlflow: $(MLFLOW_VENV)/.installed ## Run an MLflow tracking server and registry on 127.0.0.1:5000 (SQLite, local artifacts)
+	mkdir -p mlflow-data
+	exec $(MLFLOW_VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 \
+		--backend-store-uri sqlite:///mlflow-data/mlflow.db \
+		--artifacts-destination mlflow-data/artifacts --serve-artifacts --workers 1
 
 .PHONY: model
 model: install ## Train the default model only if $(MODEL_DIR) has no version yet
@@ -67,7 +88,7 @@ reload: ## Move every worker of `make serve` to the newest model version, with n
 	kill -HUP $$pid && echo "reloading Gunicorn master $$pid"
 
 .PHONY: test
-test: install ## Run the whole test suite (set-up included)
+test: install $(MLFLOW_VENV)/.installed ## Run the whole test suite (set-up included)
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
 
 .PHONY: lint

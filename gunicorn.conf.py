@@ -106,11 +106,7 @@ def on_reload(server):
         load_bundle(app)
     except ModelLoadError as error:
         kept = serving_state(app).bundle.version
-        server.log.error(
-            "reload: no newer version loads, workers keep serving version %s: %s",
-            kept.number,
-            error,
-        )
+        server.log.error("reload failed, workers keep serving version %s: %s", kept.number, error)
 
 
 def pre_fork(server, worker):

@@ -1,6 +1,7 @@
 """Settings, each read once from the environment with a type and a default."""
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 
@@ -48,6 +49,24 @@ def _path(environ, name: str, default: str | None) -> Path | None:
     return Path(value)
 
 
+def _model_uri(environ):
+    """MODEL_URI parsed, with what serving from MLflow needs checked; None when unset."""
+    text = (environ.get("MODEL_URI") or "").strip()
+    if not text:
+        return None
+    from app.registry import ModelUri
+
+    try:
+        uri = ModelUri.parse(text)
+    except ValueError as error:
+        raise ConfigError(f"MODEL_URI={error}") from None
+    if not (environ.get("MLFLOW_TRACKING_URI") or "").strip():
+        raise ConfigError("MODEL_URI needs MLFLOW_TRACKING_URI, the MLflow tracking server's URL")
+    if find_spec("mlflow") is None:
+        raise ConfigError("MODEL_URI needs MLflow's client: pip install 'model-server[registry]'")
+    return uri
+
+
 class Config:
     """The server's settings; keys match the environment variables' names.
 
@@ -59,6 +78,8 @@ class Config:
         self.MODEL_DIR = _path(environ, "MODEL_DIR", "models/linear")
         pinned = _number(environ, "MODEL_VERSION", 0, int, minimum=0)
         self.MODEL_VERSION = pinned or None
+        self.MODEL_URI = _model_uri(environ)
+        self.MODEL_CACHE_DIR = _path(environ, "MODEL_CACHE_DIR", "model-cache")
         self.MODEL_LOAD_TIMEOUT = _number(
             environ, "MODEL_LOAD_TIMEOUT", 60.0, float, minimum=0.1, maximum=3600
         )

@@ -8,6 +8,7 @@ on a step that blocks, such as reading a file on a hung network file system:
 the child is killed and the version counts as not loadable.
 """
 
+import hashlib
 import os
 import pickle
 import select
@@ -124,6 +125,7 @@ def load_version(version: ModelVersion) -> ModelBundle:
         metadata = json_safe(version.read_metadata())
     except StoreError as error:
         raise ModelLoadError(str(error)) from error
+    check_artifacts(version.path, metadata.get("artifacts"))
     try:
         if artifact.exists(version.path):
             compiled, source = artifact.read(version.path), "compiled"
@@ -135,6 +137,21 @@ def load_version(version: ModelVersion) -> ModelBundle:
     ModelRunner.build(bundle)  # The golden check and a warm-up, as a worker will do.
     bundle.load_seconds = time.perf_counter() - started
     return bundle
+
+
+def check_artifacts(directory: Path, checksums) -> None:
+    """The files metadata.json lists must be there with the SHA-256 it records."""
+    if not isinstance(checksums, dict):
+        return  # A version written before training recorded checksums.
+    for name, expected in checksums.items():
+        try:
+            actual = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+        except OSError as error:
+            raise ModelLoadError(f"{directory}: artifact {name} unreadable ({error})") from error
+        if actual != expected:
+            raise ModelLoadError(
+                f"{directory}: {name} has SHA-256 {actual}, metadata says {expected}"
+            )
 
 
 def convert_at_load(version: ModelVersion):
@@ -205,6 +222,37 @@ def try_versions(versions: list[ModelVersion], send) -> None:
         else:
             send("loaded", bundle)
             return
+
+
+def load_registered(uri, cache_dir: Path, timeout: float, cache_allowed: bool) -> ModelBundle:
+    """The version ``uri`` (models:/name@alias or /version) names in MLflow, verified.
+
+    When the registry cannot be reached and ``cache_allowed`` (at start), the
+    copy the URI last resolved to is served from the cache, and ``/model`` says so.
+    """
+    try:
+        return run_with_deadline(_registered, timeout, uri, cache_dir, cache_allowed)
+    except LoadTimeout as error:
+        raise ModelLoadError(f"{uri}: {error}") from error
+
+
+def _registered(uri, cache_dir: Path, cache_allowed: bool) -> ModelBundle:
+    from app import registry
+
+    try:
+        version, facts = registry.fetch(uri, cache_dir)
+    except registry.RegistryUnreachable as error:
+        if not cache_allowed:
+            raise ModelLoadError(f"{uri}: the registry cannot be reached: {error}") from None
+        try:
+            version, facts = registry.cached(uri, cache_dir, f"registry unreachable: {error}")
+        except registry.RegistryRefused as refused:
+            raise ModelLoadError(str(refused)) from None
+    except registry.RegistryRefused as error:
+        raise ModelLoadError(str(error)) from None
+    bundle = load_version(version)
+    bundle.registry = facts
+    return bundle
 
 
 def bounded(failures: list[str]) -> list[str]:

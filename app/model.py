@@ -32,6 +32,9 @@ class ModelBundle:
     artifact_source: str
     load_seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    # For a version from an MLflow registry: its name, version, alias, run id, and
+    # whether it came from the registry or (at a start without it) from the cache.
+    registry: dict | None = None
 
 
 class LiteRTRuntime:

@@ -8,7 +8,7 @@ from flask import Flask, current_app, g
 from flask_smorest import abort
 
 from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
-from app.loader import load_newest
+from app.loader import load_newest, load_registered
 from app.model import ModelBundle, ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
@@ -38,20 +38,39 @@ def serving_state(app: Flask) -> ServingState:
 
 
 def load_bundle(app: Flask) -> ModelBundle:
-    """In the master: load the newest loadable (or the pinned) version, or raise ``ModelLoadError``.
+    """In the master: load the version to serve, or raise ``ModelLoadError``.
 
-    On failure the bundle already held, if any, stays: the server keeps serving it.
+    From the MLflow registry when MODEL_URI is set, else the newest loadable (or
+    the pinned) version under MODEL_DIR. On failure the bundle already held, if
+    any, stays: the server keeps serving it.
     """
-    config = app.config
+    config, state = app.config, serving_state(app)
     try:
-        bundle = load_newest(
-            config["MODEL_DIR"], config["MODEL_VERSION"], config["MODEL_LOAD_TIMEOUT"]
-        )
+        if config["MODEL_URI"]:
+            # The cache stands in for the registry only at start: a reload keeps what serves.
+            bundle = load_registered(
+                config["MODEL_URI"],
+                config["MODEL_CACHE_DIR"],
+                config["MODEL_LOAD_TIMEOUT"],
+                cache_allowed=state.bundle is None,
+            )
+        else:
+            bundle = load_newest(
+                config["MODEL_DIR"], config["MODEL_VERSION"], config["MODEL_LOAD_TIMEOUT"]
+            )
     except ModelLoadError as error:
         # Every version tried failed, or the store could not be listed at all.
         MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
         raise
-    serving_state(app).bundle = bundle
+    state.bundle = bundle
+    served_from = (bundle.registry or {}).get("served_from", "registry")
+    if served_from != "registry":
+        log.warning(
+            "serving %s version %s from the %s",
+            bundle.version.name,
+            bundle.version.number,
+            served_from,
+        )
     MODEL_LOAD_SECONDS.observe(bundle.load_seconds)
     MODEL_LOAD_FAILURES.inc(len(bundle.skipped))
     for failure in bundle.skipped:

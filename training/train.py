@@ -1,11 +1,13 @@
-"""Train the notebook model with a fixed seed and save it as a new version."""
+"""Train the notebook model with a fixed seed and save it as a new version, with its lineage."""
 
 import argparse
 import hashlib
 import json
 import logging
 import platform
+import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,29 +15,44 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from app.artifact import FLATBUFFER_FILE, SIGNATURE_FILE
 from app.store import next_version_number
+from training import data
 from training.compile import compile_version
 
 log = logging.getLogger("training")
 
-# The notebook's six points on the line y = 3x + 1.
-XS = np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0], dtype=np.float32)
-YS = np.array([-2.0, 1.0, 4.0, 7.0, 10.0, 13.0], dtype=np.float32)
-
 MODEL_FILENAME = "model.keras"
+# The files of a version whose checksums metadata.json records (and the server checks).
+ARTIFACT_FILES = (MODEL_FILENAME, FLATBUFFER_FILE, SIGNATURE_FILE)
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def load_data() -> tuple[np.ndarray, np.ndarray]:
-    """Return the notebook's training inputs and targets as column vectors."""
-    return XS.reshape(-1, 1), YS.reshape(-1, 1)
+@dataclass
+class Run:
+    """What one training run did: parameters, data, loss per epoch, where it saved."""
 
+    name: str
+    epochs: int
+    seed: int
+    data_path: Path
+    optimizer: str = "sgd"
+    loss: str = "mean_squared_error"
+    losses: list[float] = field(default_factory=list)
+    path: Path | None = None
+    metadata: dict = field(default_factory=dict)
 
-def data_hash(xs: np.ndarray, ys: np.ndarray) -> str:
-    """SHA-256 over the float32 bytes of inputs and targets."""
-    digest = hashlib.sha256()
-    for array in (xs, ys):
-        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-    return digest.hexdigest()
+    @property
+    def parameters(self) -> dict:
+        return {
+            "name": self.name,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "optimizer": self.optimizer,
+            "loss": self.loss,
+            "batch_size": "full (all rows)",
+            "data": str(self.data_path),
+        }
 
 
 def build_model() -> keras.Model:
@@ -48,12 +65,33 @@ def build_model() -> keras.Model:
     return model
 
 
-def fit(model: keras.Model, xs, ys, epochs: int, seed: int) -> float:
-    """Fit deterministically and return the final training loss."""
+def fit(model: keras.Model, xs, ys, epochs: int, seed: int) -> list[float]:
+    """Fit deterministically and return the training loss of every epoch."""
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     history = model.fit(xs, ys, epochs=epochs, batch_size=len(xs), shuffle=False, verbose=0)
-    return float(history.history["loss"][-1])
+    return [float(loss) for loss in history.history["loss"]]
+
+
+def git_state(directory: Path = REPOSITORY) -> dict:
+    """The commit of the code that trains, and whether the tree had changes; None outside git."""
+
+    def git(*args):
+        result = subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=10
+        )
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain") if commit else None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = status = None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save_version(model: keras.Model, base_dir: Path, metadata: dict) -> Path:
@@ -61,6 +99,7 @@ def save_version(model: keras.Model, base_dir: Path, metadata: dict) -> Path:
 
     The version directory is written under a temporary name and renamed into
     place, so a server scanning ``base_dir`` never sees a half-written version.
+    ``metadata.json`` records every artifact's SHA-256 and where the version lives.
     """
     base_dir.mkdir(parents=True, exist_ok=True)
     version = next_version_number(base_dir)
@@ -68,39 +107,43 @@ def save_version(model: keras.Model, base_dir: Path, metadata: dict) -> Path:
     staging.mkdir()
     model.save(staging / MODEL_FILENAME)
     compile_version(staging)
-    metadata = {"version": version, **metadata}
-    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     final = base_dir / str(version)
+    metadata = {
+        "version": version,
+        **metadata,
+        "saved_to": str(final.resolve()),
+        "artifacts": {name: sha256_file(staging / name) for name in ARTIFACT_FILES},
+    }
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     staging.rename(final)
     return final
 
 
-def train(name: str, output_dir: Path, epochs: int, seed: int) -> Path:
-    """Build, fit and save one version; return its directory."""
-    xs, ys = load_data()
+def train(
+    name: str, output_dir: Path, epochs: int, seed: int, data_path: Path = data.DEFAULT_DATA
+) -> Run:
+    """Check the data, build, fit and save one version; return what the run did."""
+    run = Run(name, epochs, seed, data_path)
+    xs, ys = data.load(data_path)
     keras.utils.set_random_seed(seed)
     model = build_model()
-    final_loss = fit(model, xs, ys, epochs=epochs, seed=seed)
+    run.losses = fit(model, xs, ys, epochs=epochs, seed=seed)
     metadata = {
         "name": name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code": git_state(),
         "framework": {
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "training": {
-            "data_sha256": data_hash(xs, ys),
-            "samples": len(xs),
-            "epochs": epochs,
-            "seed": seed,
-            "optimizer": "sgd",
-            "loss": "mean_squared_error",
-            "final_loss": final_loss,
-        },
+        "data": {"path": str(data_path), "rows": len(xs), "sha256": data.sha256(data_path)},
+        "training": {**run.parameters, "final_loss": run.losses[-1]},
     }
-    return save_version(model, output_dir / name, metadata)
+    run.path = save_version(model, output_dir / name, metadata)
+    run.metadata = json.loads((run.path / "metadata.json").read_text())
+    return run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,23 +152,58 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output-dir", type=Path, default=Path("models"), help="model store root (default: models)"
     )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=data.DEFAULT_DATA,
+        help=f"training data, a CSV with columns x,y (default: {data.DEFAULT_DATA})",
+    )
     parser.add_argument("--epochs", type=int, default=500, help="training epochs (default: 500)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="log the run to MLflow and register the version (needs MLFLOW_TRACKING_URI)",
+    )
+    parser.add_argument("--alias", help="with --register: point this alias at the new version")
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
+    if args.alias and not args.register:
+        parser.error("--alias needs --register")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     args = parse_args(argv)
-    path = train(args.name, args.output_dir, args.epochs, args.seed)
-    metadata = json.loads((path / "metadata.json").read_text())
-    log.info(
-        "saved %s (final loss %.3g after %d epochs)",
-        path,
-        metadata["training"]["final_loss"],
-        args.epochs,
-    )
+    if args.register:
+        from training.registry import RegistryError, check_tracking_uri
+
+        try:
+            check_tracking_uri()
+        except RegistryError as error:
+            print(f"cannot register: {error}", file=sys.stderr)
+            return 2
+    try:
+        run = train(args.name, args.output_dir, args.epochs, args.seed, args.data)
+    except data.DataError as error:
+        print(f"cannot train: {error}", file=sys.stderr)
+        return 1
+    log.info("saved %s (final loss %.3g after %d epochs)", run.path, run.losses[-1], args.epochs)
+    if args.register:
+        from training.registry import RegistryError, register
+
+        try:
+            registered = register(run, args.alias)
+        except RegistryError as error:
+            print(f"cannot register: {error}", file=sys.stderr)
+            return 1
+        log.info(
+            "registered %s version %s (run %s)%s",
+            registered["name"],
+            registered["version"],
+            registered["run_id"],
+            f", alias {args.alias!r}" if args.alias else "",
+        )
     return 0

@@ -31,5 +31,6 @@ class ModelInfo(MethodView):
             "signature": runner.compiled.signature(),
             "load_seconds": round(runner.load_seconds, 3),
             "skipped_versions": serving_state(current_app).skipped,
+            "registry": runner.bundle.registry,
             "metadata": runner.metadata,
         }

@@ -178,6 +178,23 @@ class ModelInfoSchema(Schema):
     load_seconds = fields.Float(
         metadata={"description": "Time the server took to read and verify it.", "example": 0.05}
     )
+    registry = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": (
+                "For a model from MLflow (MODEL_URI): the registered model, version, alias, "
+                "run id, source, and `served_from`: `registry`, or the cache when the "
+                "registry was unreachable at start. Null for the local store."
+            ),
+            "example": {
+                "registered_model": "linear",
+                "version": 3,
+                "alias": "production",
+                "run_id": "c7f8e463e1124d628eb29eb509e2e99f",
+                "served_from": "registry",
+            },
+        },
+    )
     skipped_versions = fields.List(
         fields.String(),
         metadata={

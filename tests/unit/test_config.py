@@ -20,6 +20,15 @@ def test_defaults_serve_out_of_the_box():
     assert config.EXPOSE_WORKER_PID is False
 
 
+def test_a_model_uri_names_a_registered_model_by_alias_or_version():
+    environ = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    by_alias = Config({**environ, "MODEL_URI": "models:/linear@production"}).MODEL_URI
+    assert (by_alias.name, by_alias.alias, by_alias.version) == ("linear", "production", None)
+    by_version = Config({**environ, "MODEL_URI": "models:/linear/3"}).MODEL_URI
+    assert (by_version.name, by_version.alias, by_version.version) == ("linear", None, 3)
+    assert Config({}).MODEL_URI is None
+
+
 def test_values_come_from_the_environment():
     config = Config(
         {"MODEL_DIR": "/m", "MODEL_VERSION": "3", "MAX_BATCH_SIZE": "10", "LOG_LEVEL": "debug"}
@@ -51,6 +60,11 @@ def test_values_come_from_the_environment():
         {"API_TOKEN": "has space"},
         {"API_TOKEN": "new\nline"},
         {"EXPOSE_WORKER_PID": "maybe"},
+        {"MODEL_URI": "linear"},
+        {"MODEL_URI": "models:/linear"},
+        {"MODEL_URI": "models:/linear@"},
+        {"MODEL_URI": "models:/linear@production"},
+        {"MODEL_CACHE_DIR": ""},
     ],
 )
 def test_nonsense_fails_at_start_naming_the_variable(environ):

@@ -124,7 +124,10 @@ lint-deploy: install ## Check Dockerfile, compose file, CI workflow and Kubernet
 	$(BIN)/actionlint .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/kubernetes-validate --strict deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml
-	$(BIN)/python -c "import yaml; yaml.safe_load(open('deploy/prometheus/prometheus.yml'))"
+	@command -v promtool >/dev/null || { echo "promtool missing: installing Debian's prometheus package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	promtool check config deploy/prometheus/prometheus.yml
+	cd deploy/prometheus && promtool test rules rules_test.yml
 
 # The Docker image. BASES=official builds from the official Python and Node
 # images (what users get); BASES=local from stand-ins that

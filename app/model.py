@@ -84,6 +84,8 @@ class ModelRunner:
         (self._input,) = bundle.compiled.inputs[:1]
         # Neither the interpreter nor its tensors may be used from two threads at once.
         self._lock = threading.Lock()
+        # Set in a worker that serves it: the input monitor (app/monitoring.py).
+        self.monitor = None
 
     @classmethod
     def build(cls, bundle: ModelBundle) -> "ModelRunner":

@@ -10,6 +10,7 @@ from flask_smorest import abort
 from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 from app.loader import load_newest, load_registered
 from app.model import ModelBundle, ModelLoadError, ModelRunner
+from app.monitoring import InputMonitor
 
 log = logging.getLogger(__name__)
 # A logger of its own, so prediction records can be routed or silenced apart.
@@ -90,6 +91,7 @@ def start_serving(app: Flask) -> ModelRunner:
     """In a worker: build the runtime from the master's bundle; files are not read again."""
     state = serving_state(app)
     runner = state.runner = ModelRunner.build(state.bundle)
+    runner.monitor = InputMonitor(runner)
     MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
     log.info(
         "serving model %s version %s with %s",

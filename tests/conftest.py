@@ -9,6 +9,7 @@ import pytest
 from app import create_app
 from app.loader import load_version
 from app.model import ModelRunner
+from app.monitoring import InputMonitor
 from app.store import list_versions
 from training.compile import compile_version
 from training.train import train
@@ -47,7 +48,9 @@ def multi_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def multi_runner(multi_model_dir) -> ModelRunner:
-    return ModelRunner.build(load_version(list_versions(multi_model_dir)[0]))
+    runner = ModelRunner.build(load_version(list_versions(multi_model_dir)[0]))
+    runner.monitor = InputMonitor(runner)
+    return runner
 
 
 @pytest.fixture
@@ -66,8 +69,10 @@ def multi_keras(multi_runner) -> keras.Model:
 
 @pytest.fixture(scope="session")
 def runner(model_dir) -> ModelRunner:
-    """The session model, loaded and warmed up once."""
-    return ModelRunner.build(load_version(list_versions(model_dir)[0]))
+    """The session model, loaded and warmed up once, its inputs watched as a worker does."""
+    runner = ModelRunner.build(load_version(list_versions(model_dir)[0]))
+    runner.monitor = InputMonitor(runner)
+    return runner
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from app.artifact import FLATBUFFER_FILE, SIGNATURE_FILE
 from app.store import next_version_number
 from training import data
 from training.compile import compile_version
+from training.profile import input_profile
 
 log = logging.getLogger("training")
 
@@ -140,6 +141,8 @@ def train(
         },
         "data": {"path": str(data_path), "rows": len(xs), "sha256": data.sha256(data_path)},
         "training": {**run.parameters, "final_loss": run.losses[-1]},
+        # What the server compares live inputs with (app/monitoring.py).
+        "input_profile": input_profile({"x": xs}),
     }
     run.path = save_version(model, output_dir / name, metadata)
     run.metadata = json.loads((run.path / "metadata.json").read_text())

@@ -32,5 +32,6 @@ class ModelInfo(MethodView):
             "load_seconds": round(runner.load_seconds, 3),
             "skipped_versions": serving_state(current_app).skipped,
             "registry": runner.bundle.registry,
+            "monitoring": runner.monitor.describe() if runner.monitor else None,
             "metadata": runner.metadata,
         }

@@ -178,6 +178,16 @@ class ModelInfoSchema(Schema):
     load_seconds = fields.Float(
         metadata={"description": "Time the server took to read and verify it.", "example": 0.05}
     )
+    monitoring = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": (
+                "The input features compared with the training data's profile (out-of-range "
+                "counts, histograms), or a note saying the version has no profile."
+            ),
+            "example": {"inputs": ["x"]},
+        },
+    )
     registry = fields.Dict(
         allow_none=True,
         metadata={

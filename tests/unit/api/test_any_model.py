@@ -70,6 +70,11 @@ def test_an_instance_that_does_not_fit_the_signature_is_422_naming_index_and_inp
         assert list(errors["1"]) == [place]
 
 
+def test_a_version_without_an_input_profile_watches_nothing_and_says_so(client):
+    monitoring = client.get("/model").json["monitoring"]
+    assert monitoring["inputs"] == [] and "no input profile" in monitoring["note"]
+
+
 def test_the_signature_is_published_in_model(client):
     signature = client.get("/model").json["signature"]
     assert signature["inputs"] == [

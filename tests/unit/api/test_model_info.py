@@ -11,6 +11,7 @@ def test_model_shows_the_served_versions_training_metadata(client, model_dir, ru
     assert body["skipped_versions"] == []
     assert body["artifact"]["sha256"] == runner.compiled.sha256
     assert body["artifact"]["source"] == "compiled"
+    assert body["monitoring"] == {"inputs": ["x"]}
     assert body["signature"]["inputs"] == [{"name": "x", "shape": [-1, 1], "dtype": "float32"}]
 
 

@@ -26,6 +26,11 @@ class InvalidInput(Exception):
         super().__init__(message)
         self.status, self.message, self.errors = status, message, errors or {}
 
+    @property
+    def protocol_status(self) -> int:
+        """The standard protocols answer bad input with 400 (a batch too large stays 413)."""
+        return 400 if self.status == 422 else self.status
+
 
 NUMBER_MESSAGE = "Must be a finite number within float32 range."
 

@@ -129,6 +129,21 @@ def log_prediction(runner: ModelRunner, inputs: dict, outputs: dict) -> None:
     )
 
 
+def served_runner(
+    name: str, version: str | None, model_missing: str, version_missing: str
+) -> ModelRunner:
+    """This worker's runner when it serves ``name`` (and ``version``, if given); else 404.
+
+    The messages are the protocol's, formatted with ``name``, ``version`` and ``served``.
+    """
+    runner = current_runner()
+    if name != runner.name:
+        abort(404, message=model_missing.format(name=name, served=runner.name))
+    if version is not None and version != str(runner.number):
+        abort(404, message=version_missing.format(name=name, version=version, served=runner.number))
+    return runner
+
+
 def current_runner() -> ModelRunner:
     """This worker's runner, or a 503 before it has one.
 

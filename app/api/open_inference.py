@@ -20,7 +20,7 @@ from app.api.schemas import (
     ProtocolErrorSchema,
 )
 from app.inference import InvalidInput, infer, tensors_to_inputs
-from app.serving import current_runner, serving_state
+from app.serving import served_runner, serving_state
 
 blp = ProtocolBlueprint(
     "open_inference",
@@ -36,17 +36,12 @@ PLATFORM = "litert"
 
 
 def served_model(name: str, version: str | None = None):
-    """The runner when ``name`` (and ``version``, if given) is what this server serves; else 404."""
-    runner = current_runner()
-    if name != runner.name:
-        abort(404, message=f"Model {name!r} is not served; this server serves {runner.name!r}.")
-    if version is not None and version != str(runner.number):
-        abort(
-            404,
-            message=f"Version {version!r} of model {name!r} is not served; "
-            f"version {runner.number} is.",
-        )
-    return runner
+    return served_runner(
+        name,
+        version,
+        "Model {name!r} is not served; this server serves {served!r}.",
+        "Version {version!r} of model {name!r} is not served; version {served} is.",
+    )
 
 
 def tensor_metadata(spec) -> dict:
@@ -132,11 +127,7 @@ class ModelInfer(MethodView):
                 raise InvalidInput(400, f"Unknown output {unknown[0]!r}; outputs: {sorted(known)}.")
             outputs = infer(runner, tensors_to_inputs(body["inputs"], compiled.inputs))
         except InvalidInput as error:
-            abort(
-                400 if error.status == 422 else error.status,
-                message=error.message,
-                errors=error.errors,
-            )
+            abort(error.protocol_status, message=error.message, errors=error.errors)
         response = {
             "model_name": runner.name,
             "model_version": str(runner.number),

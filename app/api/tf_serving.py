@@ -24,7 +24,7 @@ from app.inference import (
     rows_of,
     squeezed,
 )
-from app.serving import current_runner
+from app.serving import served_runner
 
 blp = ProtocolBlueprint(
     "tf_serving",
@@ -37,21 +37,12 @@ SIGNATURE = "serving_default"
 
 
 def served_model(name: str, version: str | None = None):
-    """The runner when ``name`` (and ``version``, if given) is what this server serves; else 404."""
-    runner = current_runner()
-    if name != runner.name:
-        abort(
-            404,
-            message=f"Servable not found for request: Latest({name}); "
-            f"this server serves {runner.name!r}",
-        )
-    if version is not None and version != str(runner.number):
-        abort(
-            404,
-            message=f"Servable not found for request: Specific({name}, {version}); "
-            f"version {runner.number} is served",
-        )
-    return runner
+    return served_runner(
+        name,
+        version,
+        "Servable not found for request: Latest({name}); this server serves {served!r}",
+        "Servable not found for request: Specific({name}, {version}); version {served} is served",
+    )
 
 
 def tensor_info(spec, index: int, role: str) -> dict:
@@ -132,8 +123,7 @@ class Predict(MethodView):
                 return {"predictions": rows_of(outputs, compiled.outputs)}
             outputs = infer(runner, columns_to_inputs(body["inputs"], compiled.inputs))
         except InvalidInput as error:
-            status = 400 if error.status == 422 else error.status
-            abort(status, message=error.message, errors=error.errors)
+            abort(error.protocol_status, message=error.message, errors=error.errors)
         if len(compiled.outputs) == 1:
             (spec,) = compiled.outputs
             return {"outputs": squeezed(outputs[spec.name], spec)}

@@ -57,6 +57,7 @@ def test_a_request_that_outlives_the_timeout_is_cut_off_and_its_worker_replaced(
         answer = stuck.recv(65536)
         # Gunicorn answers the cut-off request itself: in the API's JSON shape, not HTML.
         assert answer.startswith(b"HTTP/1.1 500") and b"application/json" in answer
+        assert b"X-Request-ID: " in answer and b"X-Content-Type-Options: nosniff" in answer
         assert answer.endswith(b'"errors":{}}')
     assert stream.failures == []
 
@@ -292,3 +293,20 @@ def test_a_model_file_that_blocks_at_start_is_a_refusal_after_the_load_timeout(s
     assert code != 0
     (error,) = [line for line in server.output().splitlines() if "no servable model" in line]
     assert "MODEL_LOAD_TIMEOUT=1 s" in error and "Traceback" not in server.output()
+
+
+@pytest.mark.parametrize("pidfile", ["missing", "stale"])
+def test_make_reload_without_a_running_server_says_so(tmp_path, pidfile):
+    path = tmp_path / "gunicorn.pid"
+    if pidfile == "stale":
+        path.write_text(f"{os.getpid()}\n")  # A live process, but not a Gunicorn.
+    result = subprocess.run(
+        ["make", "--no-print-directory", "reload", f"GUNICORN_PIDFILE={path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert result.stdout.startswith("no server is running")
+    assert "usage" not in result.stderr and "No such file" not in result.stderr

@@ -12,7 +12,6 @@ import signal
 import sys
 import tempfile
 import threading
-from pathlib import Path
 
 # Metrics from every worker meet in one directory (prometheus_client's
 # multiprocess mode); it must be set before anything imports the client.
@@ -22,13 +21,6 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     _owner = os.getpid()
     # Ours alone: removed when the master exits, after a failed start too.
     atexit.register(lambda: os.getpid() == _owner and shutil.rmtree(_metrics_dir, True))
-elif os.environ["PROMETHEUS_MULTIPROC_DIR"].strip() and "app.extensions" not in sys.modules:
-    # At the first start (a reload runs this file again), before importing the
-    # app creates this process's own files: drop an earlier server's counts.
-    _stale = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    _stale.mkdir(parents=True, exist_ok=True)
-    for _file in _stale.glob("*.db"):
-        _file.unlink()
 
 from app.config import Config, ConfigError  # noqa: E402
 
@@ -37,7 +29,14 @@ try:
 except ConfigError as error:
     sys.exit(f"model server: configuration error: {error}")
 
-from app import gunicorn_errors, metrics_files  # noqa: E402, I001
+from app import metrics_files  # noqa: E402
+
+if "app.extensions" not in sys.modules:
+    # At the first start only (a reload runs this file again), and before the
+    # app's metrics create this process's own files: drop an earlier server's counts.
+    metrics_files.reset(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+from app import gunicorn_errors  # noqa: E402
 from app.logs import ACCESS_FORMAT, logging_config  # noqa: E402
 
 # Errors Gunicorn answers itself (bad request line, oversized headers, a

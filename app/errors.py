@@ -26,16 +26,15 @@ def error_payload(code: int, status: str, message: str, errors: dict | None = No
     return {"code": code, "status": status, "message": message, "errors": bounded(errors or {})}
 
 
-def bounded(errors):
-    """At most ``MAX_REPORTED_ERRORS`` entries per dict or list, then a count of the rest."""
+def bounded(errors, what: str = ""):
+    """At most ``MAX_REPORTED_ERRORS`` entries per dict or list, then "and N more ``what``"."""
+    if not isinstance(errors, dict | list) or len(errors) <= MAX_REPORTED_ERRORS:
+        return {k: bounded(v) for k, v in errors.items()} if isinstance(errors, dict) else errors
+    more = f"and {len(errors) - MAX_REPORTED_ERRORS} more {what}".rstrip()
     if isinstance(errors, dict):
         kept = {key: bounded(value) for key, value in list(errors.items())[:MAX_REPORTED_ERRORS]}
-        if len(errors) > MAX_REPORTED_ERRORS:
-            kept["..."] = [f"and {len(errors) - MAX_REPORTED_ERRORS} more"]
-        return kept
-    if isinstance(errors, list) and len(errors) > MAX_REPORTED_ERRORS:
-        return [*errors[:MAX_REPORTED_ERRORS], f"and {len(errors) - MAX_REPORTED_ERRORS} more"]
-    return errors
+        return {**kept, "...": [more]}
+    return [*errors[:MAX_REPORTED_ERRORS], more]
 
 
 # Paths whose protocols define their own error body: {"error": "..."}.

@@ -33,6 +33,7 @@ class InvalidInput(Exception):
 
 
 NUMBER_MESSAGE = "Must be a finite number within float32 range."
+SCALAR_MESSAGE = "Must be a finite number within float32 range, or a one-element list of one."
 
 
 def as_number(value) -> float | None:
@@ -73,27 +74,30 @@ def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.
     """One input's instances (TensorFlow Serving's row format) as a float32 batch.
 
     Each row is the input's feature-shaped value; a one-number input also
-    takes a bare number. Problems go into ``errors`` by row index (and
-    ``label``, the input's name, when there are several inputs).
+    takes a bare number. Problems go into ``errors`` by row index (and under
+    ``label``, the input's name, for instances keyed by input name).
     """
     shape, scalar, numbers = spec.feature_shape, is_scalar(spec), []
     for index, row in enumerate(rows):
-        if scalar and type(row) is not list:
-            number = as_number(row)
-            problem = None if number is not None else NUMBER_MESSAGE
-            if number is not None:
-                numbers.append(number)
+        if not scalar:
+            problem = flatten(row, shape, numbers)
         else:
-            if scalar and shape == ():
-                problem = "Must be a number."
-            else:
-                problem = flatten(row, shape, numbers)
+            # as_number() inline, for the common one-number model: a 1,000-row batch
+            # costs 100 µs this way against 150 µs with a call per row.
+            if shape and type(row) is list and len(row) == 1:
+                row = row[0]
+            if type(row) is float or type(row) is int:
+                try:
+                    number = float(row)
+                except OverflowError:  # An integer beyond any float.
+                    number = math.inf
+                # False for NaN too; in range, the float32 conversion cannot overflow.
+                if -FLOAT32_MAX <= number <= FLOAT32_MAX:
+                    numbers.append(number)
+                    continue
+            problem = SCALAR_MESSAGE
         if problem:
-            place = errors.setdefault(index, {}) if label else errors
-            if label:
-                place[label] = [problem]
-            else:
-                place[index] = [problem]
+            errors[index] = {label: [problem]} if label else [problem]
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
     if errors:
@@ -107,18 +111,13 @@ def instances_to_inputs(instances, inputs: tuple[TensorSpec, ...]) -> dict[str, 
         raise InvalidInput(422, "instances must be a non-empty list.")
     check_batch(len(instances))
     errors = {}
-    if len(inputs) == 1:
+    if len(inputs) == 1 and not all(type(row) is dict for row in instances):
         (spec,) = inputs
-        rows = instances
-        if all(type(row) is dict for row in rows):  # {"x": ...} for a one-input model too.
-            _check_keys(rows, {spec.name}, errors)
-            if not errors:
-                rows = [row[spec.name] for row in rows]
-        if not errors:
-            array = rows_to_array(rows, spec, errors)
+        array = rows_to_array(instances, spec, errors)
         if errors:
             raise InvalidInput(422, "Some instances do not fit the model's input.", errors)
         return {spec.name: array}
+    # Objects keyed by input name: any model's form, and the only one with several inputs.
     names = {spec.name for spec in inputs}
     for index, row in enumerate(instances):
         if type(row) is not dict:
@@ -127,14 +126,15 @@ def instances_to_inputs(instances, inputs: tuple[TensorSpec, ...]) -> dict[str, 
                 break
     if not errors:
         _check_keys(instances, names, errors)
-    if errors:
-        raise InvalidInput(422, "Some instances do not fit the model's inputs.", errors)
     arrays = {}
     for spec in inputs:
-        rows = [row[spec.name] for row in instances]
-        arrays[spec.name] = rows_to_array(rows, spec, errors, spec.name)
         if errors:
             raise InvalidInput(422, "Some instances do not fit the model's inputs.", errors)
+        arrays[spec.name] = rows_to_array(
+            [row[spec.name] for row in instances], spec, errors, spec.name
+        )
+    if errors:
+        raise InvalidInput(422, "Some instances do not fit the model's inputs.", errors)
     return arrays
 
 

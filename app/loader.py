@@ -22,12 +22,13 @@ from pathlib import Path
 
 from app import artifact
 from app.artifact import ArtifactError
+from app.errors import bounded
 from app.json_provider import json_safe
 from app.model import ModelBundle, ModelLoadError, ModelRunner
 from app.store import ModelVersion, StoreError, list_versions
 
-# Messages about versions that did not load, kept in full; the rest are counted.
-MAX_REPORTED_FAILURES = 10
+# Past ten messages about versions that did not load, the rest are counted as these.
+NOT_LOADING = "versions that do not load"
 
 
 class LoadTimeout(ModelLoadError):
@@ -200,9 +201,9 @@ def load_newest(model_dir: Path, pinned: int | None, timeout: float) -> ModelBun
             versions = versions[1:]
             continue
         if bundle is not None:
-            bundle.skipped = bounded(failures)
+            bundle.skipped = bounded(failures, NOT_LOADING)
             return bundle
-    error = ModelLoadError("; ".join(bounded(failures)))
+    error = ModelLoadError("; ".join(bounded(failures, NOT_LOADING)))
     error.failures = failures
     raise error
 
@@ -253,11 +254,3 @@ def _registered(uri, cache_dir: Path, cache_allowed: bool) -> ModelBundle:
     bundle = load_version(version)
     bundle.registry = facts
     return bundle
-
-
-def bounded(failures: list[str]) -> list[str]:
-    """At most ``MAX_REPORTED_FAILURES`` messages, then one that counts the rest."""
-    if len(failures) <= MAX_REPORTED_FAILURES:
-        return failures
-    rest = len(failures) - MAX_REPORTED_FAILURES
-    return [*failures[:MAX_REPORTED_FAILURES], f"and {rest} more versions that do not load"]

@@ -29,6 +29,14 @@ def locked(directory, exclusive: bool):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def reset(directory) -> None:
+    """Create the directory, or empty it of an earlier server's metric files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in directory.glob("*.db"):
+        path.unlink()
+
+
 def retire(directory, pid: int) -> None:
     """Fold a dead process's counters and histograms into the retired totals; drop its files."""
     multiprocess.mark_process_dead(pid, str(directory))

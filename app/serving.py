@@ -30,6 +30,11 @@ class ServingState:
     draining: bool = False
 
     @property
+    def ready(self) -> bool:
+        """Whether this worker takes requests: its runtime is built and it is not draining."""
+        return self.runner is not None and not self.draining
+
+    @property
     def skipped(self) -> list[str]:
         return self.bundle.skipped if self.bundle else []
 

@@ -46,20 +46,30 @@ def multi_model_dir(tmp_path_factory) -> Path:
     return root / "multi"
 
 
-@pytest.fixture(scope="session")
-def multi_runner(multi_model_dir) -> ModelRunner:
-    runner = ModelRunner.build(load_version(list_versions(multi_model_dir)[0]))
+def watched_runner(model_dir: Path) -> ModelRunner:
+    """The newest version, built and its inputs watched as a worker does it."""
+    runner = ModelRunner.build(load_version(list_versions(model_dir)[0]))
     runner.monitor = InputMonitor(runner)
     return runner
+
+
+def serving_app(model_dir: Path, runner: ModelRunner, **config):
+    """An app in test mode (and ``config``) whose worker state serves ``runner``."""
+    app = create_app({"TESTING": True, "MODEL_DIR": model_dir, **config})
+    state = app.extensions["serving"]
+    state.bundle, state.runner = runner.bundle, runner
+    return app
+
+
+@pytest.fixture(scope="session")
+def multi_runner(multi_model_dir) -> ModelRunner:
+    return watched_runner(multi_model_dir)
 
 
 @pytest.fixture
 def multi_app(multi_model_dir, multi_runner):
     """An app in test mode that serves the multi-tensor model."""
-    app = create_app({"TESTING": True, "MODEL_DIR": multi_model_dir})
-    state = app.extensions["serving"]
-    state.bundle, state.runner = multi_runner.bundle, multi_runner
-    yield app
+    return serving_app(multi_model_dir, multi_runner)
 
 
 @pytest.fixture
@@ -70,18 +80,13 @@ def multi_keras(multi_runner) -> keras.Model:
 @pytest.fixture(scope="session")
 def runner(model_dir) -> ModelRunner:
     """The session model, loaded and warmed up once, its inputs watched as a worker does."""
-    runner = ModelRunner.build(load_version(list_versions(model_dir)[0]))
-    runner.monitor = InputMonitor(runner)
-    return runner
+    return watched_runner(model_dir)
 
 
 @pytest.fixture
 def app(model_dir, runner):
     """An app in test mode that serves the session model."""
-    app = create_app({"TESTING": True, "MODEL_DIR": model_dir})
-    state = app.extensions["serving"]
-    state.bundle, state.runner = runner.bundle, runner
-    yield app
+    return serving_app(model_dir, runner)
 
 
 @pytest.fixture

@@ -27,8 +27,6 @@ class Ready(MethodView):
         state = serving_state(current_app)
         runner = state.runner
         model = {"name": runner.name, "version": str(runner.number)} if runner else None
-        if state.draining:
-            return {"status": "draining", "model": model}, 503
-        if runner is None:
-            return {"status": "loading", "model": None}, 503
-        return {"status": "ready", "model": model}
+        if state.ready:
+            return {"status": "ready", "model": model}
+        return {"status": "draining" if state.draining else "loading", "model": model}, 503

@@ -70,8 +70,7 @@ class ServerReady(MethodView):
     @blp.alt_response(503, schema=OipReadySchema, description="No model loaded yet, or draining.")
     def get(self):
         """200 once this worker's model is loaded; 503 before and while draining"""
-        state = serving_state(current_app)
-        ready = state.runner is not None and not state.draining
+        ready = serving_state(current_app).ready
         return {"ready": ready}, 200 if ready else 503
 
 

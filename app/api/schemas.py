@@ -1,14 +1,10 @@
 """Marshmallow schemas: what each endpoint accepts and returns."""
 
-import math
-
 import numpy as np
-from flask import current_app
 from flask_smorest import abort
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from app.artifact import FLOAT32_MAX
-from app.errors import MAX_REPORTED_ERRORS
 from app.inference import InvalidInput, instances_to_inputs
 from app.serving import current_runner
 
@@ -23,12 +19,10 @@ BY_INPUT = {"type": "object", "description": "Each input's value, by input name.
 class Instances(fields.List):
     """A batch in TensorFlow Serving's row format, loaded as float32 arrays by input name.
 
-    For a one-number model each instance is a number or a one-element row, and
-    one pass checks every element's type, so a 1,000-instance batch costs one
-    loop and one array conversion rather than 1,000 marshmallow field calls.
-    Other models go through the inference core's converter, which checks each
-    instance's shape against the served signature. Booleans and numeric
-    strings are refused: JSON has real numbers for that.
+    The inference core's converter checks every instance against the served
+    signature in one pass, so a 1,000-instance batch costs one loop and one
+    array conversion rather than 1,000 marshmallow field calls. Booleans and
+    numeric strings are refused: JSON has real numbers for that.
     """
 
     def __init__(self, **kwargs):
@@ -36,42 +30,12 @@ class Instances(fields.List):
         super().__init__(inner, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs) -> dict[str, np.ndarray]:
-        if not isinstance(value, list):
-            raise ValidationError("Must be a list of instances.")
-        if not value:
-            raise ValidationError("Must hold at least one instance.")
-        limit = current_app.config["MAX_BATCH_SIZE"]
-        if len(value) > limit:
-            abort(413, message=f"Batch of {len(value)} instances exceeds MAX_BATCH_SIZE={limit}.")
-        runner = current_runner()
-        if not runner.scalar:
-            try:
-                return instances_to_inputs(value, runner.compiled.inputs)
-            except InvalidInput as error:
-                raise ValidationError(error.errors or error.message) from None
-        numbers, errors = [], {}
-        for index, item in enumerate(value):
-            if type(item) is list and len(item) == 1:
-                item = item[0]
-            if type(item) is float or type(item) is int:
-                try:
-                    number = float(item)
-                except OverflowError:  # An integer beyond any float.
-                    number = math.inf
-                # False for NaN too; in range, the float32 conversion cannot overflow.
-                if -FLOAT32_MAX <= number <= FLOAT32_MAX:
-                    numbers.append(number)
-                    continue
-                message = "Must be a finite number within float32 range."
-            else:
-                message = "Must be a number or a one-element list holding a number."
-            errors[index] = [message]
-            if len(errors) == MAX_REPORTED_ERRORS:
-                break
-        if errors:
-            raise ValidationError(errors)
-        (spec,) = runner.compiled.inputs
-        return {spec.name: np.array(numbers, dtype=np.float32).reshape(-1, *spec.feature_shape)}
+        try:
+            return instances_to_inputs(value, current_runner().compiled.inputs)
+        except InvalidInput as error:
+            if error.status == 413:
+                abort(413, message=error.message)
+            raise ValidationError(error.errors or error.message) from None
 
 
 class Predictions(fields.List):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from marshmallow import ValidationError
 
-from app.api.schemas import MAX_REPORTED_ERRORS, PredictRequestSchema
+from app.api.schemas import PredictRequestSchema
+from app.errors import MAX_REPORTED_ERRORS
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from app import create_app
+from tests.conftest import serving_app
 
 SHAPE = {"code", "status", "message", "errors"}
 JSON = "application/json"
@@ -211,9 +212,7 @@ def test_head_on_a_probe_answers_without_a_body(client):
 class TestToken:
     @pytest.fixture
     def app(self, model_dir, runner):
-        app = create_app({"TESTING": True, "MODEL_DIR": model_dir, "API_TOKEN": "s3cret-token"})
-        app.extensions["serving"].runner = runner
-        return app
+        return serving_app(model_dir, runner, API_TOKEN="s3cret-token")
 
     @pytest.mark.parametrize("authorization", ["Bearer s3cret-token", "Bearer   s3cret-token"])
     def test_the_token_is_accepted_after_one_or_more_spaces(self, client, authorization):
@@ -225,8 +224,7 @@ class TestToken:
         assert response.status_code == 200 and "POST" in response.headers["Allow"]
 
     def test_a_non_ascii_token_can_be_matched(self, model_dir, runner):
-        app = create_app({"TESTING": True, "MODEL_DIR": model_dir, "API_TOKEN": "clé-secrète"})
-        app.extensions["serving"].runner = runner
+        app = serving_app(model_dir, runner, API_TOKEN="clé-secrète")
         # What an HTTP client sends: the UTF-8 bytes, which WSGI hands over as latin-1 text.
         header = "Bearer clé-secrète".encode().decode("latin-1")
         response = send(app.test_client(), '{"instances": [1]}', headers={"Authorization": header})

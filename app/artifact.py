@@ -1,31 +1,62 @@
 """The compiled serving artifact: a LiteRT flatbuffer, its signature and golden outputs.
 
 Training (or ``python -m training compile``) writes it beside the saved model;
-the server reads it without TensorFlow. ``signature.json`` holds the input and
-output tensors (name, shape with -1 for the batch, dtype), the flatbuffer's
-SHA-256 and the golden outputs: probe inputs with the reference Keras model's
-outputs, which the serving runtime must reproduce before a version is served.
+the server reads it without TensorFlow. Three files:
+
+- ``model.tflite``: the flatbuffer;
+- ``signature.json``: the input and output tensors (name, shape with -1 for
+  the batch, dtype, and for an input the range of values in which the
+  runtime was found to agree with Keras), the kernels to run, and each
+  file's size and SHA-256;
+- ``golden.npz``: probe inputs drawn from the model's input domain (as a
+  seed and per-feature bounds, so its size does not grow with the input
+  shape) and the reference Keras model's outputs for them, which the
+  serving runtime must reproduce before a version is served.
+
+Every file is stat-ed before it is read: regular files only, within a size
+bound, so a FIFO, a device or a padded file is refused without reading it.
 """
 
 import hashlib
+import io
 import json
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 FLATBUFFER_FILE = "model.tflite"
 SIGNATURE_FILE = "signature.json"
-FORMAT_VERSION = 1
+GOLDEN_FILE = "golden.npz"
+FORMAT_VERSION = 2
 
 # The only dtype served: client numbers are JSON numbers, held as float32.
 SERVED_DTYPE = "float32"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-# How closely the runtime must match the reference on the golden inputs. A
-# Dense layer agrees exactly; LiteRT approximates tanh and other activations,
-# measured at up to 1.9e-5 relative (8.5e-6 absolute) on a tanh model: 5x margin.
+# Size bounds, checked with stat before a file is opened. LiteRT's flatbuffers
+# cannot exceed 2 GiB; the largest keras.applications model (ConvNeXtXLarge)
+# is 1.4 GiB in float32, EfficientNetB7 260 MiB, MobileNetV3Small 6 MiB.
+# MAX_MODEL_BYTES (app/config.py) bounds the flatbuffer below LiteRT's own 2 GiB.
+DEFAULT_MAX_MODEL_BYTES = 512 * 1024 * 1024
+MAX_SIGNATURE_BYTES = 1024 * 1024
+# Any file metadata.json lists (model.keras too): hashed as a stream, never held.
+MAX_ARTIFACT_BYTES = 4 * 1024**3
+MAX_GOLDEN_BYTES = 16 * 1024 * 1024
+
+# The kernels LiteRT runs the model with, in order of preference: the XNNPACK
+# delegate (3x faster than the built-in kernels on MobileNetV3Small here, and
+# as fast on a one-weight model), or the built-in ones where XNNPACK does
+# not reproduce Keras. Compile records the choice.
+KERNELS = ("xnnpack", "builtin")
+
+# How closely the runtime must match the reference, relative to the largest
+# value of the output for that instance: kernels sum in other orders, and
+# LiteRT approximates tanh and other activations (measured at 1.9e-5
+# relative on a tanh model, 2e-6 on MobileNetV3Small): 5x margin.
 GOLDEN_RTOL = 1e-4
 GOLDEN_ATOL = 1e-5
 
@@ -36,22 +67,71 @@ class ArtifactError(Exception):
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named input or output: its shape (-1 for the batch) and dtype."""
+    """One named input or output: its shape (-1 for the batch) and dtype.
+
+    ``valid_range`` (inputs only) is the ``(min, max)`` of values for which
+    the runtime agrees with Keras; None means the whole float32 range.
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    valid_range: tuple[float, float] | None = None
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
         return self.shape[1:]
 
+    @property
+    def size(self) -> int:
+        """Numbers in one instance."""
+        return int(np.prod(self.feature_shape, dtype=np.int64))
+
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.valid_range is not None:
+            data["valid_range"] = list(self.valid_range)
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "TensorSpec":
-        return cls(str(data["name"]), tuple(int(n) for n in data["shape"]), str(data["dtype"]))
+        valid_range = data.get("valid_range")
+        if valid_range is not None:
+            low, high = (float(value) for value in valid_range)
+            if not -FLOAT32_MAX <= low < high <= FLOAT32_MAX:
+                raise ValueError(f"valid_range {valid_range} of {data['name']!r}")
+            valid_range = (low, high)
+        shape = tuple(int(n) for n in data["shape"])
+        return cls(str(data["name"]), shape, str(data["dtype"]), valid_range)
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Probe inputs, stored as a recipe: a seed and per-input bounds of the domain.
+
+    Row 0 is each feature's midpoint, row 1 its low and row 2 its high bound;
+    the rest are uniform between them, from PCG64's raw stream (which numpy
+    keeps stable across releases), quantised to 256 levels per feature.
+    """
+
+    rows: int
+    seed: int
+    lows: dict[str, np.ndarray]
+    highs: dict[str, np.ndarray]
+
+    def inputs(self, specs) -> dict[str, np.ndarray]:
+        bits = np.random.Generator(np.random.PCG64(self.seed)).bit_generator
+        arrays = {}
+        for spec in specs:
+            count = self.rows * spec.size
+            raw = bits.random_raw((count + 7) // 8).view(np.uint8)[:count]
+            levels = raw.reshape(self.rows, *spec.feature_shape).astype(np.float32)
+            levels[: min(self.rows, 3)] = np.array([127.5, 0, 255], np.float32)[
+                : min(self.rows, 3)
+            ].reshape(-1, *[1] * len(spec.feature_shape))
+            low, high = self.lows[spec.name], self.highs[spec.name]
+            arrays[spec.name] = (low + (high - low) * (levels / np.float32(255))).astype(np.float32)
+        return arrays
 
 
 @dataclass(frozen=True)
@@ -61,8 +141,27 @@ class CompiledModel:
     flatbuffer: bytes
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    golden_inputs: dict[str, np.ndarray]
+    probes: Probes
     golden_outputs: dict[str, np.ndarray]
+    kernels: str = "builtin"
+    golden_inputs: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "golden_inputs", self.probes.inputs(self.inputs))
+
+    @cached_property
+    def numbers_in(self) -> int:
+        """Numbers in one instance, over all inputs."""
+        return sum(spec.size for spec in self.inputs)
+
+    @cached_property
+    def numbers_out(self) -> int:
+        return sum(spec.size for spec in self.outputs)
+
+    @cached_property
+    def ranged(self) -> bool:
+        """Whether any input is refused beyond a valid range."""
+        return any(spec.valid_range is not None for spec in self.inputs)
 
     @property
     def sha256(self) -> str:
@@ -74,6 +173,16 @@ class CompiledModel:
             "inputs": [spec.to_json() for spec in self.inputs],
             "outputs": [spec.to_json() for spec in self.outputs],
         }
+
+    def __getstate__(self):
+        # The probe inputs are rebuilt from their recipe, not sent through the loader's pipe.
+        state = dict(self.__dict__)
+        del state["golden_inputs"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__post_init__()
 
 
 def check_servable(inputs, outputs) -> None:
@@ -92,25 +201,43 @@ def check_servable(inputs, outputs) -> None:
                     f"{role} {spec.name!r} has shape {list(spec.shape)}; expected a batch "
                     "dimension (-1) followed by fixed feature dimensions"
                 )
+    names = [spec.name for spec in (*inputs, *outputs)]
+    if len(set(names)) != len(names):
+        raise ArtifactError(f"tensor names must be unique: {names}")
 
 
 def write(directory: Path, compiled: CompiledModel, source: dict) -> None:
-    """Write ``model.tflite`` and ``signature.json`` into ``directory``, each atomically."""
+    """Write the three files into ``directory``, each atomically, the signature last."""
+    golden = _golden_bytes(compiled)
     signature = {
         "format": FORMAT_VERSION,
         "runtime": "litert",
-        "flatbuffer": {"file": FLATBUFFER_FILE, "sha256": compiled.sha256},
+        "kernels": compiled.kernels,
+        "flatbuffer": _file_facts(FLATBUFFER_FILE, compiled.flatbuffer),
+        "golden": _file_facts(GOLDEN_FILE, golden),
         "source": source,
         **compiled.signature(),
-        "golden": {
-            "inputs": {name: array.tolist() for name, array in compiled.golden_inputs.items()},
-            "outputs": {name: array.tolist() for name, array in compiled.golden_outputs.items()},
-        },
     }
     _write_atomically(directory / FLATBUFFER_FILE, compiled.flatbuffer)
-    # Non-finite golden outputs are written as JSON's Infinity/NaN extensions on purpose.
-    text = json.dumps(signature, indent=1, allow_nan=True) + "\n"
-    _write_atomically(directory / SIGNATURE_FILE, text.encode())
+    _write_atomically(directory / GOLDEN_FILE, golden)
+    _write_atomically(directory / SIGNATURE_FILE, (json.dumps(signature, indent=1) + "\n").encode())
+
+
+def _golden_bytes(compiled: CompiledModel) -> bytes:
+    probes = compiled.probes
+    arrays = {"rows": np.int64(probes.rows), "seed": np.int64(probes.seed)}
+    for index, spec in enumerate(compiled.inputs):
+        arrays[f"input{index}_low"] = probes.lows[spec.name]
+        arrays[f"input{index}_high"] = probes.highs[spec.name]
+    for index, spec in enumerate(compiled.outputs):
+        arrays[f"output{index}"] = compiled.golden_outputs[spec.name]
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)
+    return buffer.getvalue()
+
+
+def _file_facts(name: str, data: bytes) -> dict:
+    return {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -123,36 +250,127 @@ def exists(directory: Path) -> bool:
     return (directory / SIGNATURE_FILE).is_file()
 
 
-def read(directory: Path) -> CompiledModel:
+def read_bounded(
+    path: Path, limit: int, expected_size: int | None = None, setting: str = "size"
+) -> bytes:
+    """A regular file's bytes, refused by ``stat`` alone when it could not be right.
+
+    Not a regular file (a FIFO or a device would block or never end), larger
+    than ``limit``, or of another size than the signature records: refused
+    before a byte is read.
+    """
+    try:
+        facts = os.stat(path)
+    except OSError as error:
+        raise ArtifactError(f"{path.name} unreadable ({error.strerror or error})") from None
+    if not stat.S_ISREG(facts.st_mode):
+        raise ArtifactError(f"{path.name} is not a regular file")
+    if facts.st_size > limit:
+        raise ArtifactError(
+            f"{path.name} is {facts.st_size:,} bytes, over the {setting} limit of {limit:,}"
+        )
+    if expected_size is not None and facts.st_size != expected_size:
+        raise ArtifactError(
+            f"{path.name} is {facts.st_size:,} bytes, the signature says {expected_size:,}"
+        )
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ArtifactError(f"{path.name} unreadable ({error.strerror or error})") from None
+
+
+def sha256_file(path: Path, limit: int) -> str:
+    """A regular file's SHA-256, read as a stream; stat-ed first as ``read_bounded`` does."""
+    try:
+        facts = os.stat(path)
+    except OSError as error:
+        raise ArtifactError(f"{path.name} unreadable ({error.strerror or error})") from None
+    if not stat.S_ISREG(facts.st_mode):
+        raise ArtifactError(f"{path.name} is not a regular file")
+    if facts.st_size > limit:
+        raise ArtifactError(f"{path.name} is {facts.st_size:,} bytes, over the limit of {limit:,}")
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1024 * 1024):
+                digest.update(chunk)
+    except OSError as error:
+        raise ArtifactError(f"{path.name} unreadable ({error.strerror or error})") from None
+    return digest.hexdigest()
+
+
+def read(directory: Path, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> CompiledModel:
     """Read and verify a version's compiled artifact, or raise ``ArtifactError``."""
     try:
-        signature = json.loads((directory / SIGNATURE_FILE).read_bytes())
-        flatbuffer = (directory / FLATBUFFER_FILE).read_bytes()
-    except (OSError, ValueError) as error:
-        raise ArtifactError(f"unreadable compiled artifact ({error})") from error
+        signature = json.loads(read_bounded(directory / SIGNATURE_FILE, MAX_SIGNATURE_BYTES))
+    except ValueError as error:
+        raise ArtifactError(f"{SIGNATURE_FILE} is not JSON ({error})") from None
     try:
-        if signature["format"] != FORMAT_VERSION:
-            raise ArtifactError(f"{SIGNATURE_FILE} has format {signature['format']!r}")
-        expected = signature["flatbuffer"]["sha256"]
+        if not isinstance(signature, dict) or signature.get("format") != FORMAT_VERSION:
+            found = signature.get("format") if isinstance(signature, dict) else None
+            raise ArtifactError(
+                f"{SIGNATURE_FILE} has format {found!r}, this server reads {FORMAT_VERSION}: "
+                f"compile it again with `python -m training compile {directory}`"
+            )
         inputs = tuple(TensorSpec.from_json(spec) for spec in signature["inputs"])
         outputs = tuple(TensorSpec.from_json(spec) for spec in signature["outputs"])
-        golden = signature["golden"]
-        golden_inputs = {s.name: _array(golden["inputs"][s.name], s) for s in inputs}
-        golden_outputs = {s.name: _array(golden["outputs"][s.name], s) for s in outputs}
+        kernels = signature["kernels"]
+        if kernels not in KERNELS:
+            raise ValueError(f"kernels {kernels!r}")
+        files = {key: signature[key] for key in ("flatbuffer", "golden")}
+        sizes = {key: int(facts["bytes"]) for key, facts in files.items()}
+        checksums = {key: str(facts["sha256"]) for key, facts in files.items()}
+    except ArtifactError:
+        raise
     except (KeyError, TypeError, ValueError) as error:
         problem = f"{type(error).__name__}: {error}"
         raise ArtifactError(f"{SIGNATURE_FILE} is malformed ({problem})") from None
-    actual = hashlib.sha256(flatbuffer).hexdigest()
-    if actual != expected:
-        raise ArtifactError(f"{FLATBUFFER_FILE} has SHA-256 {actual}, signature says {expected}")
     check_servable(inputs, outputs)
-    return CompiledModel(flatbuffer, inputs, outputs, golden_inputs, golden_outputs)
+    flatbuffer = _verified(
+        directory / FLATBUFFER_FILE,
+        max_model_bytes,
+        sizes["flatbuffer"],
+        checksums,
+        "MAX_MODEL_BYTES",
+    )
+    golden = _verified(directory / GOLDEN_FILE, MAX_GOLDEN_BYTES, sizes["golden"], checksums)
+    probes, golden_outputs = _read_golden(golden, inputs, outputs)
+    return CompiledModel(flatbuffer, inputs, outputs, probes, golden_outputs, kernels)
 
 
-def _array(values, spec: TensorSpec) -> np.ndarray:
-    array = np.array(values, dtype=np.float32)
-    if array.ndim != len(spec.shape) or array.shape[1:] != spec.feature_shape:
-        raise ValueError(f"golden values for {spec.name!r} have shape {array.shape}")
+def _verified(path: Path, limit: int, size: int, checksums: dict, setting="size") -> bytes:
+    data = read_bounded(path, limit, size, setting)
+    key = "flatbuffer" if path.name == FLATBUFFER_FILE else "golden"
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != checksums[key]:
+        raise ArtifactError(f"{path.name} has SHA-256 {actual}, signature says {checksums[key]}")
+    return data
+
+
+def _read_golden(data: bytes, inputs, outputs) -> tuple[Probes, dict[str, np.ndarray]]:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            rows, seed = int(arrays["rows"]), int(arrays["seed"])
+            lows = {s.name: _float32(arrays[f"input{i}_low"]) for i, s in enumerate(inputs)}
+            highs = {s.name: _float32(arrays[f"input{i}_high"]) for i, s in enumerate(inputs)}
+            golden = {s.name: _float32(arrays[f"output{i}"]) for i, s in enumerate(outputs)}
+    except (KeyError, ValueError, OSError, EOFError) as error:
+        raise ArtifactError(f"{GOLDEN_FILE} is malformed ({error})") from None
+    for spec in inputs:
+        for bound in (lows[spec.name], highs[spec.name]):
+            if bound.shape not in ((), spec.feature_shape):
+                raise ArtifactError(f"{GOLDEN_FILE}: bounds of {spec.name!r} have {bound.shape}")
+    for spec in outputs:
+        if golden[spec.name].shape != (rows, *spec.feature_shape):
+            raise ArtifactError(
+                f"{GOLDEN_FILE}: outputs of {spec.name!r} have shape {golden[spec.name].shape}"
+            )
+    return Probes(rows, seed, lows, highs), golden
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    if array.dtype != np.float32:
+        raise ValueError(f"expected float32, found {array.dtype}")
     return array
 
 
@@ -165,15 +383,35 @@ def not_finite(values: np.ndarray) -> np.ndarray:
     return ~(np.abs(values) < FLOAT32_MAX)
 
 
+def disagreement(expected: np.ndarray, actual: np.ndarray, strict: bool = True) -> np.ndarray:
+    """Per instance, whether ``actual`` differs from the reference ``expected``.
+
+    Values are compared within a tolerance relative to the instance's largest
+    reference value. ``strict``: a non-finite value must be non-finite in
+    both; otherwise only a finite answer where the reference has none counts
+    (the server refuses non-finite outputs, so those are never served).
+    """
+    rows = len(expected)
+    expected, actual = expected.reshape(rows, -1), actual.reshape(rows, -1)
+    expected_bad, actual_bad = not_finite(expected), not_finite(actual)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = np.where(expected_bad, 0, np.abs(expected)).max(axis=1, keepdims=True)
+        close = np.abs(actual - expected) <= GOLDEN_ATOL + GOLDEN_RTOL * scale
+    both_finite = ~expected_bad & ~actual_bad
+    wrong = both_finite & ~close
+    wrong |= (expected_bad != actual_bad) if strict else (expected_bad & ~actual_bad)
+    return wrong.any(axis=1)
+
+
 def golden_mismatch(expected: np.ndarray, actual: np.ndarray) -> str | None:
     """Why ``actual`` does not reproduce ``expected``, or None when it does."""
     if actual.shape != expected.shape:
         return f"shape {actual.shape}, expected {expected.shape}"
-    expected_bad, actual_bad = not_finite(expected), not_finite(actual)
-    finite = ~expected_bad
-    close = np.isclose(actual, expected, rtol=GOLDEN_RTOL, atol=GOLDEN_ATOL)
-    wrong = (expected_bad != actual_bad) | (finite & ~close)
+    wrong = disagreement(expected, actual)
     if not wrong.any():
         return None
-    index = tuple(int(i) for i in np.argwhere(wrong)[0])
+    row = int(np.flatnonzero(wrong)[0])
+    column = int(np.argmax(np.abs(actual[row] - expected[row]).reshape(-1)))
+    index = [row, *np.unravel_index(column, expected.shape[1:])] if expected.ndim > 1 else [row]
+    index = tuple(int(i) for i in index)
     return f"at {list(index)} gave {actual[index]!r}, the reference gave {expected[index]!r}"

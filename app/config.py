@@ -4,6 +4,9 @@ import os
 from importlib.util import find_spec
 from pathlib import Path
 
+from app.artifact import DEFAULT_MAX_MODEL_BYTES
+from app.limits import DEFAULT_BODY_BYTES, DEFAULT_TENSOR_ELEMENTS, Limits
+
 
 class ConfigError(ValueError):
     """An environment variable holds a value the server cannot use."""
@@ -84,9 +87,17 @@ class Config:
             environ, "MODEL_LOAD_TIMEOUT", 60.0, float, minimum=0.1, maximum=3600
         )
         self.MAX_BATCH_SIZE = _number(environ, "MAX_BATCH_SIZE", 1000, int, minimum=1)
-        self.MAX_CONTENT_LENGTH = _number(
-            environ, "MAX_CONTENT_LENGTH", 1024 * 1024, int, minimum=64
+        # Unset: derived from the served model (app/limits.py), at least 1 MiB.
+        body_limit = _number(environ, "MAX_CONTENT_LENGTH", None, int, minimum=64)
+        self.BODY_LIMIT_FROM_MODEL = body_limit is None
+        self.MAX_CONTENT_LENGTH = body_limit or DEFAULT_BODY_BYTES
+        self.MAX_TENSOR_ELEMENTS = _number(
+            environ, "MAX_TENSOR_ELEMENTS", DEFAULT_TENSOR_ELEMENTS, int, minimum=1
         )
+        self.MAX_MODEL_BYTES = _number(
+            environ, "MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES, int, minimum=1, maximum=2**31 - 1
+        )
+        self.LITERT_THREADS = _number(environ, "LITERT_THREADS", 1, int, minimum=1, maximum=64)
         self.LOG_LEVEL = _choice(
             environ, "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
         ).upper()
@@ -116,6 +127,16 @@ class Config:
             environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, int, minimum=1
         )
         self.GUNICORN_PIDFILE = _path(environ, "GUNICORN_PIDFILE", None)
+
+
+def limits(config) -> Limits:
+    """The request and version bounds in a Config or a Flask app's config."""
+    return Limits(
+        config["MAX_BATCH_SIZE"],
+        config["MAX_TENSOR_ELEMENTS"],
+        None if config["BODY_LIMIT_FROM_MODEL"] else config["MAX_CONTENT_LENGTH"],
+        config["MAX_MODEL_BYTES"],
+    )
 
 
 BOOLEANS = ("true", "false", "1", "0", "yes", "no", "on", "off")

@@ -12,9 +12,10 @@ import math
 import numpy as np
 from flask import current_app
 
-from app.artifact import FLOAT32_MAX, TensorSpec, not_finite
+from app.artifact import FLOAT32_MAX, CompiledModel, TensorSpec, not_finite
 from app.errors import MAX_REPORTED_ERRORS
 from app.extensions import BATCH_SIZE
+from app.limits import Limits
 from app.model import ModelRunner
 from app.serving import log_prediction
 
@@ -105,11 +106,12 @@ def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.
     return np.array(numbers, dtype=np.float32).reshape(len(rows), *shape)
 
 
-def instances_to_inputs(instances, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+def instances_to_inputs(instances, compiled: CompiledModel) -> dict[str, np.ndarray]:
     """TensorFlow Serving's row format: a list of values, or of objects keyed by input name."""
     if not isinstance(instances, list) or not instances:
         raise InvalidInput(422, "instances must be a non-empty list.")
-    check_batch(len(instances))
+    check_batch(len(instances), compiled)
+    inputs = compiled.inputs
     errors = {}
     if len(inputs) == 1 and not all(type(row) is dict for row in instances):
         (spec,) = inputs
@@ -149,8 +151,9 @@ def _check_keys(rows: list[dict], names: set[str], errors: dict) -> None:
                 return
 
 
-def columns_to_inputs(columns, inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+def columns_to_inputs(columns, compiled: CompiledModel) -> dict[str, np.ndarray]:
     """TensorFlow Serving's columnar format: one batch tensor, or an object of them by name."""
+    inputs = compiled.inputs
     if len(inputs) == 1 and not isinstance(columns, dict):
         columns = {inputs[0].name: columns}
     if not isinstance(columns, dict) or set(columns) != {spec.name for spec in inputs}:
@@ -161,7 +164,7 @@ def columns_to_inputs(columns, inputs: tuple[TensorSpec, ...]) -> dict[str, np.n
         column = columns[spec.name]
         if not isinstance(column, list) or not column:
             raise InvalidInput(400, f"Input {spec.name!r} must be a non-empty list (the batch).")
-        check_batch(len(column))
+        check_batch(len(column), compiled)
         if batch is not None and len(column) != batch:
             raise InvalidInput(400, "All inputs must have the same batch size.")
         batch = len(column)
@@ -172,15 +175,40 @@ def columns_to_inputs(columns, inputs: tuple[TensorSpec, ...]) -> dict[str, np.n
     return arrays
 
 
-def check_batch(size: int) -> None:
-    limit = current_app.config["MAX_BATCH_SIZE"]
-    if size > limit:
-        raise InvalidInput(413, f"Batch of {size} instances exceeds MAX_BATCH_SIZE={limit}.")
+def check_batch(size: int, compiled: CompiledModel) -> None:
+    """413 for more instances than MAX_BATCH_SIZE, or more numbers in or out than
+    MAX_TENSOR_ELEMENTS: checked before a value is converted."""
+    config = current_app.config
+    numbers = max(compiled.numbers_in, compiled.numbers_out)
+    if size <= config["MAX_BATCH_SIZE"] and size * numbers <= config["MAX_TENSOR_ELEMENTS"]:
+        return
+    limits = Limits(config["MAX_BATCH_SIZE"], config["MAX_TENSOR_ELEMENTS"])
+    raise InvalidInput(413, limits.batch_message(size, compiled.inputs, compiled.outputs))
+
+
+def check_ranges(inputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> None:
+    """422 for values beyond the range in which the runtime was found to agree with Keras."""
+    for spec in specs:
+        if spec.valid_range is None:
+            continue
+        low, high = spec.valid_range
+        array = inputs[spec.name]
+        rows = ((array < low) | (array > high)).reshape(len(array), -1).any(axis=1)
+        if rows.any():
+            message = (
+                f"Values of input {spec.name!r} must be within [{low:g}, {high:g}]: beyond it "
+                "this model's serving runtime was not found to agree with the trained model."
+            )
+            bad = np.flatnonzero(rows)[:MAX_REPORTED_ERRORS].tolist()
+            raise InvalidInput(422, message, {int(i): [message] for i in bad})
 
 
 def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All outputs for validated inputs, or ``InvalidInput`` where an output overflows float32."""
+    """All outputs for validated inputs, or ``InvalidInput`` where an input is beyond its
+    valid range or an output overflows float32."""
     compiled = runner.compiled
+    if compiled.ranged:
+        check_ranges(inputs, compiled.inputs)
     outputs = runner.run([inputs[spec.name] for spec in compiled.inputs])
     bad = set()
     for output in outputs:
@@ -242,8 +270,9 @@ EXACT_DATATYPES = {
 }
 
 
-def tensors_to_inputs(tensors: list[dict], inputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
+def tensors_to_inputs(tensors: list[dict], compiled: CompiledModel) -> dict[str, np.ndarray]:
     """Open Inference Protocol input tensors (name, shape, datatype, flat or nested data)."""
+    inputs = compiled.inputs
     by_name = {spec.name: spec for spec in inputs}
     names = [tensor["name"] for tensor in tensors]
     unknown = [name for name in names if name not in by_name]
@@ -255,14 +284,14 @@ def tensors_to_inputs(tensors: list[dict], inputs: tuple[TensorSpec, ...]) -> di
     arrays, batch = {}, None
     for tensor in tensors:
         spec = by_name[tensor["name"]]
-        arrays[spec.name] = tensor_to_array(tensor, spec)
+        arrays[spec.name] = tensor_to_array(tensor, spec, compiled)
         if batch is not None and len(arrays[spec.name]) != batch:
             raise InvalidInput(400, "All inputs must have the same batch size (shape[0]).")
         batch = len(arrays[spec.name])
     return arrays
 
 
-def tensor_to_array(tensor: dict, spec: TensorSpec) -> np.ndarray:
+def tensor_to_array(tensor: dict, spec: TensorSpec, compiled: CompiledModel) -> np.ndarray:
     name, datatype, shape = spec.name, tensor["datatype"], list(tensor["shape"])
     if datatype not in EXACT_DATATYPES:
         raise InvalidInput(
@@ -273,7 +302,7 @@ def tensor_to_array(tensor: dict, spec: TensorSpec) -> np.ndarray:
     expected = [-1, *spec.feature_shape]
     if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
         raise InvalidInput(400, f"Input {name!r} has shape {shape}; the model takes {expected}.")
-    check_batch(shape[0])
+    check_batch(shape[0], compiled)
     numbers: list[float] = []
     problem = flatten_any(tensor["data"], numbers, EXACT_DATATYPES[datatype])
     if problem:

@@ -8,7 +8,6 @@ on a step that blocks, such as reading a file on a hung network file system:
 the child is killed and the version counts as not loadable.
 """
 
-import hashlib
 import os
 import pickle
 import select
@@ -24,9 +23,12 @@ from app import artifact
 from app.artifact import ArtifactError
 from app.errors import bounded
 from app.json_provider import json_safe
+from app.limits import Limits
 from app.model import ModelBundle, ModelLoadError, ModelRunner
+from app.monitoring import ProfileError, profiled_features
 from app.store import ModelVersion, StoreError, list_versions
 
+DEFAULT_LIMITS = Limits()
 # Past ten messages about versions that did not load, the rest are counted as these.
 NOT_LOADING = "versions that do not load"
 
@@ -119,40 +121,58 @@ def _reap(pid: int) -> None:
         time.sleep(0.01)
 
 
-def load_version(version: ModelVersion) -> ModelBundle:
-    """Read, verify and trial-run one version (in a child: may read files and import TensorFlow)."""
+def load_version(version: ModelVersion, limits: Limits = DEFAULT_LIMITS) -> ModelBundle:
+    """Read, verify and trial-run one version (in a child: may read files and import TensorFlow).
+
+    Everything a worker will do with the version is done here first: build
+    the interpreter, reproduce the golden outputs, run the largest batch a
+    request can carry, parse the input profile its monitor watches.
+    """
     started = time.perf_counter()
     try:
         metadata = json_safe(version.read_metadata())
     except StoreError as error:
         raise ModelLoadError(str(error)) from error
-    check_artifacts(version.path, metadata.get("artifacts"))
     try:
+        check_artifacts(version.path, metadata.get("artifacts"))
         if artifact.exists(version.path):
-            compiled, source = artifact.read(version.path), "compiled"
+            compiled = artifact.read(version.path, limits.max_model_bytes)
+            source = "compiled"
         else:
             compiled, source = convert_at_load(version), "converted at load"
     except ArtifactError as error:
         raise ModelLoadError(f"{version.path}: {error}") from error
     bundle = ModelBundle(version, metadata, compiled, source)
-    ModelRunner.build(bundle)  # The golden check and a warm-up, as a worker will do.
+    bundle.max_batch = limits.max_batch(compiled.inputs, compiled.outputs)
+    bundle.max_body_bytes = limits.body_bytes(compiled.inputs)
+    if bundle.max_batch < 1:
+        raise ModelLoadError(
+            f"{version.path}: one instance has more numbers than "
+            f"MAX_TENSOR_ELEMENTS={limits.max_tensor_elements:,}"
+        )
+    try:
+        profiled_features(metadata, compiled.inputs)
+    except ProfileError as error:
+        raise ModelLoadError(f"{version.path}: {error}") from None
+    ModelRunner.build(bundle, full_check=True)
     bundle.load_seconds = time.perf_counter() - started
     return bundle
 
 
 def check_artifacts(directory: Path, checksums) -> None:
-    """The files metadata.json lists must be there with the SHA-256 it records."""
+    """The files metadata.json lists must be there with the SHA-256 it records.
+
+    Only plain file names inside the version directory, regular files within
+    the size bound, hashed as a stream.
+    """
     if not isinstance(checksums, dict):
         return  # A version written before training recorded checksums.
     for name, expected in checksums.items():
-        try:
-            actual = hashlib.sha256((directory / name).read_bytes()).hexdigest()
-        except OSError as error:
-            raise ModelLoadError(f"{directory}: artifact {name} unreadable ({error})") from error
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise ArtifactError(f"metadata.json lists {name!r}, which is not a file name")
+        actual = artifact.sha256_file(directory / name, artifact.MAX_ARTIFACT_BYTES)
         if actual != expected:
-            raise ModelLoadError(
-                f"{directory}: {name} has SHA-256 {actual}, metadata says {expected}"
-            )
+            raise ArtifactError(f"{name} has SHA-256 {actual}, metadata says {expected}")
 
 
 def convert_at_load(version: ModelVersion):
@@ -170,7 +190,9 @@ def convert_at_load(version: ModelVersion):
     return compile_model(model)
 
 
-def load_newest(model_dir: Path, pinned: int | None, timeout: float) -> ModelBundle:
+def load_newest(
+    model_dir: Path, pinned: int | None, timeout: float, limits: Limits = DEFAULT_LIMITS
+) -> ModelBundle:
     """The newest version that loads (or exactly the pinned one), with why newer ones did not.
 
     Each version gets ``timeout`` seconds; one that takes longer counts as not
@@ -189,7 +211,7 @@ def load_newest(model_dir: Path, pinned: int | None, timeout: float) -> ModelBun
     while versions:
         bundle = None
         try:
-            attempt = partial(try_versions, versions)
+            attempt = partial(try_versions, versions, limits)
             for kind, value in child_messages(attempt, timeout):
                 if kind == "failed":
                     failures.append(value)
@@ -208,11 +230,11 @@ def load_newest(model_dir: Path, pinned: int | None, timeout: float) -> ModelBun
     raise error
 
 
-def try_versions(versions: list[ModelVersion], send) -> None:
+def try_versions(versions: list[ModelVersion], limits: Limits, send) -> None:
     """In the child: try each version in turn, sending "failed" for each that does not load."""
     for version in versions:
         try:
-            bundle = load_version(version)
+            bundle = load_version(version, limits)
         except (ModelLoadError, StoreError, ArtifactError) as error:
             message = str(error)
             send(
@@ -225,19 +247,21 @@ def try_versions(versions: list[ModelVersion], send) -> None:
             return
 
 
-def load_registered(uri, cache_dir: Path, timeout: float, cache_allowed: bool) -> ModelBundle:
+def load_registered(
+    uri, cache_dir: Path, timeout: float, cache_allowed: bool, limits: Limits = DEFAULT_LIMITS
+) -> ModelBundle:
     """The version ``uri`` (models:/name@alias or /version) names in MLflow, verified.
 
     When the registry cannot be reached and ``cache_allowed`` (at start), the
     copy the URI last resolved to is served from the cache, and ``/model`` says so.
     """
     try:
-        return run_with_deadline(_registered, timeout, uri, cache_dir, cache_allowed)
+        return run_with_deadline(_registered, timeout, uri, cache_dir, cache_allowed, limits)
     except LoadTimeout as error:
         raise ModelLoadError(f"{uri}: {error}") from error
 
 
-def _registered(uri, cache_dir: Path, cache_allowed: bool) -> ModelBundle:
+def _registered(uri, cache_dir: Path, cache_allowed: bool, limits: Limits) -> ModelBundle:
     from app import registry
 
     try:
@@ -251,6 +275,6 @@ def _registered(uri, cache_dir: Path, cache_allowed: bool) -> ModelBundle:
             raise ModelLoadError(str(refused)) from None
     except registry.RegistryRefused as error:
         raise ModelLoadError(str(error)) from None
-    bundle = load_version(version)
+    bundle = load_version(version, limits)
     bundle.registry = facts
     return bundle

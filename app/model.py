@@ -1,6 +1,11 @@
 """Serve a compiled model version through LiteRT, with no TensorFlow in the process."""
 
+import logging
+import os
+import sys
+import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,8 +14,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from app.artifact import CompiledModel, golden_mismatch
 from app.store import ModelVersion
 
-# Warm-up batch sizes: the single-instance path and a typical large batch.
-WARMUP_BATCH_SIZES = (1000, 2, 1)
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
@@ -31,6 +35,9 @@ class ModelBundle:
     # "compiled" (read from the version's artifact) or "converted at load".
     artifact_source: str
     load_seconds: float = 0.0
+    # What one request may carry (app/limits.py), known once loaded.
+    max_batch: int = 1
+    max_body_bytes: int = 1024 * 1024
     skipped: list[str] = field(default_factory=list)
     # For a version from an MLflow registry: its name, version, alias, run id, and
     # whether it came from the registry or (at a start without it) from the cache.
@@ -38,22 +45,33 @@ class ModelBundle:
 
 
 class LiteRTRuntime:
-    """The LiteRT interpreter over the flatbuffer: a few µs a call."""
+    """The LiteRT interpreter over a flatbuffer: a few µs a call for a small model.
+
+    ``kernels`` is "xnnpack" (LiteRT's optimised CPU delegate; it prints one
+    INFO line on stderr when created) or "builtin" (its reference kernels).
+    Compile records which (app/artifact.py).
+    """
 
     name = "litert"
 
-    def __init__(self, compiled: CompiledModel):
-        # Without the default XNNPACK delegate: faster for models this small (1.3
-        # against 1.4 µs a call here), and it prints nothing at creation.
-        self._interpreter = Interpreter(
-            model_content=compiled.flatbuffer,
-            num_threads=1,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    def __init__(self, flatbuffer: bytes, inputs: int, outputs: int, kernels: str, threads=1):
+        resolver = (
+            OpResolverType.AUTO
+            if kernels == "xnnpack"
+            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
+        with native_stderr_logged():
+            self._interpreter = Interpreter(
+                model_content=flatbuffer,
+                num_threads=threads,
+                experimental_op_resolver_type=resolver,
+            )
+            # The default delegate (XNNPACK) is applied at the first allocation.
+            self._interpreter.allocate_tensors()
         # The converter names tensors in0.. and output_0.., in the Keras order.
         (signature,) = self._interpreter._get_full_signature_list().values()
-        self._inputs = [signature["inputs"][f"in{i}"] for i in range(len(compiled.inputs))]
-        self._outputs = [signature["outputs"][f"output_{i}"] for i in range(len(compiled.outputs))]
+        self._inputs = [signature["inputs"][f"in{i}"] for i in range(inputs)]
+        self._outputs = [signature["outputs"][f"output_{i}"] for i in range(outputs)]
         self._batch = None
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -72,61 +90,100 @@ class LiteRTRuntime:
         return [interpreter.get_tensor(index) for index in self._outputs]
 
 
-class ModelRunner:
-    """A servable version in this process: ``predict(array) -> array`` plus its facts."""
+@contextmanager
+def native_stderr_logged():
+    """Log, as records of this logger, what native code prints on stderr meanwhile.
 
-    def __init__(self, bundle: ModelBundle):
+    XNNPACK announces itself with a plain "INFO: Created ..." line on stderr,
+    where Gunicorn writes its JSON log lines: one plain line would break
+    every log parser. A temporary file, unlike a pipe, never blocks the writer.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read(64 * 1024).decode(errors="replace").splitlines():
+                if line.strip():
+                    log.debug("litert: %s", line.strip())
+
+
+class ModelRunner:
+    """A servable version in this process: ``run(arrays) -> arrays`` plus its facts."""
+
+    def __init__(self, bundle: ModelBundle, threads: int = 1):
         self.bundle = bundle
         self.version = bundle.version
         self.metadata = bundle.metadata
-        self.compiled = bundle.compiled
-        self._runtime = LiteRTRuntime(bundle.compiled)
-        (self._input,) = bundle.compiled.inputs[:1]
+        compiled = self.compiled = bundle.compiled
+        self._runtime = LiteRTRuntime(
+            compiled.flatbuffer,
+            len(compiled.inputs),
+            len(compiled.outputs),
+            compiled.kernels,
+            threads,
+        )
+        (self._input,) = compiled.inputs[:1]
         # Neither the interpreter nor its tensors may be used from two threads at once.
         self._lock = threading.Lock()
         # Set in a worker that serves it: the input monitor (app/monitoring.py).
         self.monitor = None
 
     @classmethod
-    def build(cls, bundle: ModelBundle) -> "ModelRunner":
-        """A runner that reproduces the golden outputs and is warmed up, or ``ModelLoadError``."""
+    def build(cls, bundle: ModelBundle, threads: int = 1, full_check: bool = True):
+        """A runner that reproduces the golden outputs, or ``ModelLoadError``.
+
+        ``full_check`` (the loader, once per version): every golden row, as
+        one batch and one at a time, then a trial at the largest batch a
+        request can carry. Otherwise (a worker, after the loader passed): the
+        first golden row only, which also warms the single-instance path, so
+        a worker is ready in milliseconds.
+        """
         try:
-            runner = cls(bundle)
+            runner = cls(bundle, threads)
         except Exception as error:  # The interpreter raises ValueError and RuntimeError.
             raise ModelLoadError(
                 f"{bundle.version.path}: LiteRT cannot load it ({error})"
             ) from error
-        runner.check_golden()
-        runner.warm_up()
+        if full_check:
+            runner.check_golden(batched=True)
+            runner.run(runner.zeros(bundle.max_batch))
+        runner.check_golden(batched=False, rows=None if full_check else 1)
         return runner
 
-    def check_golden(self) -> None:
-        """Refuse a runtime that does not reproduce the reference model's outputs."""
-        compiled = self.compiled
-        feed = [compiled.golden_inputs[spec.name] for spec in compiled.inputs]
-        # As one batch and one row at a time: kernels may differ with the batch size.
-        with np.errstate(over="ignore", invalid="ignore"):
-            batched = self.run(feed)
-            single = [self.run([array[i : i + 1] for array in feed]) for i in range(len(feed[0]))]
-        for position, spec in enumerate(compiled.outputs):
-            expected = compiled.golden_outputs[spec.name]
-            one_by_one = np.concatenate([outputs[position] for outputs in single])
-            for actual in (batched[position], one_by_one):
-                problem = golden_mismatch(expected, actual)
-                if problem:
-                    raise ModelLoadError(
-                        f"{self.version.path}: the runtime does not reproduce the golden "
-                        f"outputs: output {spec.name!r} {problem}"
-                    )
+    def check_golden(self, batched: bool, rows: int | None = None) -> None:
+        """Refuse a runtime that does not reproduce the reference model's outputs.
 
-    def warm_up(self) -> None:
-        """Run every warm-up batch size once, ending on the single-instance path."""
-        for size in WARMUP_BATCH_SIZES:
-            feed = [
-                np.zeros((size, *spec.feature_shape), dtype=np.float32)
-                for spec in self.compiled.inputs
-            ]
-            self.run(feed)
+        As one batch, or one row at a time (kernels may differ with the batch size).
+        """
+        compiled = self.compiled
+        feed = [compiled.golden_inputs[spec.name][:rows] for spec in compiled.inputs]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if batched:
+                actual = self.run(feed)
+            else:
+                single = [
+                    self.run([array[i : i + 1] for array in feed]) for i in range(len(feed[0]))
+                ]
+                actual = [np.concatenate(outputs) for outputs in zip(*single, strict=True)]
+        for spec, output in zip(compiled.outputs, actual, strict=True):
+            problem = golden_mismatch(compiled.golden_outputs[spec.name][:rows], output)
+            if problem:
+                raise ModelLoadError(
+                    f"{self.version.path}: the runtime does not reproduce the golden "
+                    f"outputs: output {spec.name!r} {problem}"
+                )
+
+    def zeros(self, batch: int) -> list[np.ndarray]:
+        return [
+            np.zeros((batch, *spec.feature_shape), dtype=np.float32)
+            for spec in self.compiled.inputs
+        ]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """All outputs for float32 inputs in the signature's order, in one call."""

@@ -30,14 +30,63 @@ REFERENCE = Gauge(
 )
 
 
+# More buckets than this per feature makes /metrics slow to write and scrape.
+MAX_BUCKETS = 100
+
+
+class ProfileError(ValueError):
+    """A version's input profile cannot be watched: the loader refuses the version."""
+
+
+def parse_feature(name: str, profile) -> tuple[float, float, np.ndarray, list[float]]:
+    """One feature's min, max, bucket upper bounds and training fractions, checked."""
+    try:
+        low, high = float(profile["min"]), float(profile["max"])
+        bounds = np.array(profile["upper_bounds"], dtype=np.float64)
+        fractions = [float(fraction) for fraction in profile["fractions"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise ProfileError(f"input profile of {name!r}: {type(error).__name__}: {error}") from None
+    problem = None
+    if not (np.isfinite([low, high]).all() and low <= high):
+        problem = f"min {low} and max {high} are not a finite range"
+    elif bounds.ndim != 1 or not 1 <= len(bounds) <= MAX_BUCKETS:
+        problem = f"needs 1 to {MAX_BUCKETS} bucket bounds, has {bounds.size}"
+    elif not (np.isfinite(bounds).all() and (np.diff(bounds) > 0).all()):
+        problem = "bucket bounds must be finite and increasing"
+    elif len(fractions) != len(bounds) + 1 or not np.isfinite(fractions).all():
+        problem = f"needs {len(bounds) + 1} finite fractions, has {len(fractions)}"
+    if problem:
+        raise ProfileError(f"input profile of {name!r}: {problem}")
+    return low, high, bounds, fractions
+
+
+def profiled_features(metadata: dict, inputs) -> list[tuple[str, int, str, tuple]]:
+    """``(input, index, feature name, parsed profile)`` for every profiled feature, checked.
+
+    The loader calls this before any worker builds its monitor, so a bad
+    profile refuses the version there instead of failing every worker.
+    """
+    profile = metadata.get("input_profile")
+    if profile is None:
+        return []
+    if not isinstance(profile, dict):
+        raise ProfileError("input_profile in metadata.json is not an object")
+    features = []
+    for spec in inputs:
+        for index in range(spec.size):
+            name = spec.name if spec.size == 1 else f"{spec.name}[{index}]"
+            if name in profile:
+                features.append((spec.name, index, name, parse_feature(name, profile[name])))
+    return features
+
+
 class FeatureMonitor:
     """One feature's training range, bucket bounds and metric children."""
 
-    def __init__(self, runner: ModelRunner, name: str, profile: dict):
+    def __init__(self, runner: ModelRunner, name: str, parsed: tuple):
         self.name = name
         labels = (runner.name, str(runner.number), name)
-        self.low, self.high = float(profile["min"]), float(profile["max"])
-        self.bounds = np.array(profile["upper_bounds"], dtype=np.float64)
+        self.low, self.high, self.bounds, fractions = parsed
         # Each feature has buckets of its own; prometheus_client fixes buckets per
         # metric object, so each gets one, all named alike: the multiprocess
         # collector merges them by name into one histogram family.
@@ -51,7 +100,7 @@ class FeatureMonitor:
         self.histogram = histogram.labels(*labels)
         self.out_of_range = OUT_OF_RANGE.labels(*labels)
         previous = "-Inf"
-        for bound, fraction in zip([*self.bounds, float("inf")], profile["fractions"], strict=True):
+        for bound, fraction in zip([*self.bounds, float("inf")], fractions, strict=True):
             le = floatToGoString(bound)
             REFERENCE.labels(*labels, le, previous).set(fraction)
             previous = le
@@ -80,17 +129,12 @@ class InputMonitor:
     """Every profiled feature of the served version, observed once per prediction."""
 
     def __init__(self, runner: ModelRunner):
-        self.profile = runner.metadata.get("input_profile")
-        self.features = []
-        if not isinstance(self.profile, dict):
-            return
-        for spec in runner.compiled.inputs:
-            width = int(np.prod(spec.feature_shape, dtype=np.int64))
-            for index in range(width):
-                name = spec.name if width == 1 else f"{spec.name}[{index}]"
-                if name in self.profile:
-                    feature = FeatureMonitor(runner, name, self.profile[name])
-                    self.features.append((spec.name, index, feature))
+        self.features = [
+            (input_name, index, FeatureMonitor(runner, name, parsed))
+            for input_name, index, name, parsed in profiled_features(
+                runner.metadata, runner.compiled.inputs
+            )
+        ]
 
     def observe(self, inputs: dict[str, np.ndarray]) -> None:
         for input_name, index, feature in self.features:

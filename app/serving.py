@@ -4,9 +4,11 @@ import logging
 import random
 from dataclasses import dataclass
 
+import numpy as np
 from flask import Flask, current_app, g
 from flask_smorest import abort
 
+from app.config import limits
 from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 from app.loader import load_newest, load_registered
 from app.model import ModelBundle, ModelLoadError, ModelRunner
@@ -15,6 +17,8 @@ from app.monitoring import InputMonitor
 log = logging.getLogger(__name__)
 # A logger of its own, so prediction records can be routed or silenced apart.
 prediction_log = logging.getLogger("app.predictions")
+# A sampled prediction's tensors are logged whole up to this many numbers each.
+LOGGED_NUMBERS = 1000
 
 
 @dataclass
@@ -59,10 +63,14 @@ def load_bundle(app: Flask) -> ModelBundle:
                 config["MODEL_CACHE_DIR"],
                 config["MODEL_LOAD_TIMEOUT"],
                 cache_allowed=state.bundle is None,
+                limits=limits(config),
             )
         else:
             bundle = load_newest(
-                config["MODEL_DIR"], config["MODEL_VERSION"], config["MODEL_LOAD_TIMEOUT"]
+                config["MODEL_DIR"],
+                config["MODEL_VERSION"],
+                config["MODEL_LOAD_TIMEOUT"],
+                limits(config),
             )
     except ModelLoadError as error:
         # Every version tried failed, or the store could not be listed at all.
@@ -93,11 +101,14 @@ def load_bundle(app: Flask) -> ModelBundle:
 
 
 def start_serving(app: Flask) -> ModelRunner:
-    """In a worker: build the runtime from the master's bundle; files are not read again."""
+    """In a worker: build the runtime from the master's bundle; files are not read again.
+
+    The loader has done every step once already, so this takes milliseconds
+    and cannot fail where the loader passed.
+    """
     state = serving_state(app)
-    runner = state.runner = ModelRunner.build(state.bundle)
-    runner.monitor = InputMonitor(runner)
-    MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
+    runner = ModelRunner.build(state.bundle, app.config["LITERT_THREADS"], full_check=False)
+    serve_runner(app, runner)
     log.info(
         "serving model %s version %s with %s",
         runner.name,
@@ -108,20 +119,30 @@ def start_serving(app: Flask) -> ModelRunner:
     return runner
 
 
+def serve_runner(app: Flask, runner: ModelRunner) -> None:
+    """Make ``runner`` this worker's: its input monitor, metrics and body limit."""
+    runner.monitor = InputMonitor(runner)
+    app.config["MAX_CONTENT_LENGTH"] = runner.bundle.max_body_bytes
+    serving_state(app).runner = runner
+    MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
+
+
 def log_prediction(runner: ModelRunner, inputs: dict, outputs: dict) -> None:
     """Log inputs and outputs for model monitoring, sampled at PREDICTION_LOG_SAMPLE_RATE.
 
-    A one-number-in, one-number-out model logs plain lists; others log them by tensor name.
+    A one-number-in, one-number-out model logs plain lists; others log them by
+    tensor name. A tensor of more than LOGGED_NUMBERS numbers is summarised
+    (shape, min, max, mean), so a log line stays a few kilobytes.
     """
     rate = current_app.config["PREDICTION_LOG_SAMPLE_RATE"]
     if rate < 1.0 and random.random() >= rate:
         return
     if runner.scalar:
         (values,), (results,) = inputs.values(), outputs.values()
-        instances, predictions = values.reshape(-1).tolist(), results.reshape(-1).tolist()
+        instances, predictions = logged(values.reshape(-1)), logged(results.reshape(-1))
     else:
-        instances = {name: array.tolist() for name, array in inputs.items()}
-        predictions = {name: array.tolist() for name, array in outputs.items()}
+        instances = {name: logged(array) for name, array in inputs.items()}
+        predictions = {name: logged(array) for name, array in outputs.items()}
     prediction_log.info(
         "prediction",
         extra={
@@ -132,6 +153,18 @@ def log_prediction(runner: ModelRunner, inputs: dict, outputs: dict) -> None:
             "predictions": predictions,
         },
     )
+
+
+def logged(array: np.ndarray):
+    """The values as a list, or a summary when there are more than LOGGED_NUMBERS."""
+    if array.size <= LOGGED_NUMBERS:
+        return array.tolist()
+    return {
+        "shape": list(array.shape),
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "mean": float(array.mean(dtype=np.float64)),
+    }
 
 
 def served_runner(

@@ -1,11 +1,15 @@
 """The model store: ``<MODEL_DIR>/<version>/`` directories holding a saved model."""
 
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 # Keras' native format first, then the notebook's legacy HDF5 file.
 MODEL_SUFFIXES = (".keras", ".h5")
+# metadata.json holds facts and the input profile: kilobytes, never this much.
+MAX_METADATA_BYTES = 4 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -28,11 +32,17 @@ class ModelVersion:
     def read_metadata(self) -> dict:
         """The version's ``metadata.json``, or ``{}`` when there is none."""
         path = self.path / "metadata.json"
-        if not path.is_file():
+        try:
+            facts = os.stat(path)
+        except FileNotFoundError:
             return {}
+        except OSError as error:
+            raise StoreError(f"{path}: unreadable metadata ({error})") from error
+        if not stat.S_ISREG(facts.st_mode) or facts.st_size > MAX_METADATA_BYTES:
+            raise StoreError(f"{path}: not a regular file of at most {MAX_METADATA_BYTES:,} bytes")
         try:
             metadata = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise StoreError(f"{path}: unreadable metadata ({error})") from error
         if not isinstance(metadata, dict):
             raise StoreError(f"{path}: metadata is not a JSON object")

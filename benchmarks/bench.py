@@ -75,6 +75,11 @@ def parse_duration_ms(text: str) -> float:
 
 def run_wrk(url: str, scenario: str, connections: int, seconds: int, scripts: Path) -> WrkResult:
     path = PATHS[scenario.split("-")[0]]
+    return wrk(url + path, wrk_script(scripts, scenario), scenario, connections, seconds)
+
+
+def wrk(target: str, script: Path | None, scenario: str, connections: int, seconds: int):
+    """One bounded wrk run against ``target`` (POSTing what ``script`` says, else GET)."""
     command = [
         "wrk",
         "-t1",  # one event loop drives every connection and leaves the most CPU to the server
@@ -84,11 +89,10 @@ def run_wrk(url: str, scenario: str, connections: int, seconds: int, scripts: Pa
         "5s",
         "--latency",
     ]
-    script = wrk_script(scripts, scenario)
     if script:
         command += ["-s", str(script)]
     output = subprocess.run(
-        [*command, url + path], capture_output=True, text=True, check=True, timeout=seconds + 30
+        [*command, target], capture_output=True, text=True, check=True, timeout=seconds + 30
     ).stdout
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.MULTILINE))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)

@@ -1,6 +1,8 @@
 """Shared fixtures: one tiny trained model per session, the app and its client."""
 
+import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -10,7 +12,9 @@ from app import create_app
 from app.loader import load_version
 from app.model import ModelRunner
 from app.monitoring import InputMonitor
+from app.serving import serve_runner
 from app.store import list_versions
+from tests.models import ZOO, wide_output
 from training.compile import compile_version
 from training.train import train
 
@@ -46,6 +50,27 @@ def multi_model_dir(tmp_path_factory) -> Path:
     return root / "multi"
 
 
+@dataclass(frozen=True)
+class ZooModel:
+    """A zoo model as Keras has it and as the store holds it, saved and compiled."""
+
+    name: str
+    keras: keras.Model
+    model_dir: Path
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> dict[str, ZooModel]:
+    """Every zoo model (tests/models.py) saved as version 1 and compiled, once per session."""
+    root = tmp_path_factory.mktemp("zoo")
+    models = {}
+    for name, build in {**ZOO, "wide_output": wide_output}.items():
+        model = build()
+        save_version(model, root / name, 1)
+        models[name] = ZooModel(name, model, root / name)
+    return models
+
+
 def watched_runner(model_dir: Path) -> ModelRunner:
     """The newest version, built and its inputs watched as a worker does it."""
     runner = ModelRunner.build(load_version(list_versions(model_dir)[0]))
@@ -56,8 +81,9 @@ def watched_runner(model_dir: Path) -> ModelRunner:
 def serving_app(model_dir: Path, runner: ModelRunner, **config):
     """An app in test mode (and ``config``) whose worker state serves ``runner``."""
     app = create_app({"TESTING": True, "MODEL_DIR": model_dir, **config})
-    state = app.extensions["serving"]
-    state.bundle, state.runner = runner.bundle, runner
+    app.extensions["serving"].bundle = runner.bundle
+    serve_runner(app, runner)
+    app.config.update(config)  # Over what serve_runner derives (the body limit).
     return app
 
 
@@ -108,3 +134,17 @@ def save_version(
     if compiled:
         compile_version(path)
     return path
+
+
+def make_blocking(version_dir: Path) -> None:
+    """Make loading ``version_dir`` block, as a hung network file system does.
+
+    The compiled files are stat-ed and refused at once when they are not
+    regular files, so the block is in the saved model that the loader
+    converts when there is no artifact: a FIFO nobody writes to.
+    """
+    for name in ("model.tflite", "signature.json", "golden.npz", "metadata.json"):
+        (version_dir / name).unlink(missing_ok=True)
+    for model_file in version_dir.glob("*.keras"):
+        model_file.unlink()
+    os.mkfifo(version_dir / "model.keras")

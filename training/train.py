@@ -1,7 +1,6 @@
 """Train the notebook model with a fixed seed and save it as a new version, with its lineage."""
 
 import argparse
-import hashlib
 import json
 import logging
 import platform
@@ -15,17 +14,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.artifact import FLATBUFFER_FILE, SIGNATURE_FILE
+from app.artifact import FLATBUFFER_FILE, GOLDEN_FILE, SIGNATURE_FILE
 from app.store import next_version_number
 from training import data
-from training.compile import compile_version
+from training.compile import compile_version, sha256_file
 from training.profile import input_profile
 
 log = logging.getLogger("training")
 
 MODEL_FILENAME = "model.keras"
 # The files of a version whose checksums metadata.json records (and the server checks).
-ARTIFACT_FILES = (MODEL_FILENAME, FLATBUFFER_FILE, SIGNATURE_FILE)
+ARTIFACT_FILES = (MODEL_FILENAME, FLATBUFFER_FILE, SIGNATURE_FILE, GOLDEN_FILE)
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
@@ -91,10 +90,6 @@ def git_state(directory: Path = REPOSITORY) -> dict:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_version(model: keras.Model, base_dir: Path, metadata: dict) -> Path:
     """Write ``base_dir/<N+1>/``: the model, its compiled serving artifact, ``metadata.json``.
 
@@ -107,7 +102,8 @@ def save_version(model: keras.Model, base_dir: Path, metadata: dict) -> Path:
     staging = base_dir / f".{version}.partial"
     staging.mkdir()
     model.save(staging / MODEL_FILENAME)
-    compile_version(staging)
+    # Probes for the golden check come from the training data's range.
+    compile_version(staging, metadata.get("input_profile"))
     final = base_dir / str(version)
     metadata = {
         "version": version,

@@ -124,7 +124,7 @@ class ModelInfer(MethodView):
         try:
             if unknown:
                 raise InvalidInput(400, f"Unknown output {unknown[0]!r}; outputs: {sorted(known)}.")
-            outputs = infer(runner, tensors_to_inputs(body["inputs"], compiled.inputs))
+            outputs = infer(runner, tensors_to_inputs(body["inputs"], compiled))
         except InvalidInput as error:
             abort(error.protocol_status, message=error.message, errors=error.errors)
         response = {

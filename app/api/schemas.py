@@ -31,7 +31,7 @@ class Instances(fields.List):
 
     def _deserialize(self, value, attr, data, **kwargs) -> dict[str, np.ndarray]:
         try:
-            return instances_to_inputs(value, current_runner().compiled.inputs)
+            return instances_to_inputs(value, current_runner().compiled)
         except InvalidInput as error:
             if error.status == 413:
                 abort(413, message=error.message)

@@ -119,9 +119,9 @@ class Predict(MethodView):
             if ("instances" in body) == ("inputs" in body):
                 raise InvalidInput(400, 'Give exactly one of "instances" and "inputs".')
             if "instances" in body:
-                outputs = infer(runner, instances_to_inputs(body["instances"], compiled.inputs))
+                outputs = infer(runner, instances_to_inputs(body["instances"], compiled))
                 return {"predictions": rows_of(outputs, compiled.outputs)}
-            outputs = infer(runner, columns_to_inputs(body["inputs"], compiled.inputs))
+            outputs = infer(runner, columns_to_inputs(body["inputs"], compiled))
         except InvalidInput as error:
             abort(error.protocol_status, message=error.message, errors=error.errors)
         if len(compiled.outputs) == 1:

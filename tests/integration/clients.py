@@ -1,5 +1,6 @@
 """Clients for tests against a real Gunicorn: request streams and polling helpers."""
 
+import signal
 import threading
 import time
 
@@ -13,20 +14,25 @@ PREDICT = {"instances": [10, 2]}
 class RequestStream:
     """Posts predictions back to back in a thread, recording versions and failures."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, path: str = "/predict", body: dict = PREDICT):
         self.url, self.versions, self.failures = url, [], []
+        self.path, self.body = path, body
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
             try:
-                response = requests.post(f"{self.url}/predict", json=PREDICT, timeout=10)
+                response = requests.post(f"{self.url}{self.path}", json=self.body, timeout=10)
             except requests.RequestException as error:
                 self.failures.append(repr(error))
                 continue
             if response.status_code == 200:
-                self.versions.append(response.json()["model"]["version"])
+                answer = response.json()
+                # /predict names the version under "model", /v2 as "model_version".
+                self.versions.append(
+                    answer.get("model", {}).get("version") or answer.get("model_version")
+                )
             else:
                 self.failures.append(f"{response.status_code} {response.text}")
 
@@ -71,3 +77,40 @@ def served_versions(url) -> set:
 def served_by(url) -> set:
     """The pids of the workers that answer fresh connections."""
     return {answer.headers["X-Worker-PID"] for answer in readiness_answers(url)}
+
+
+# No liveness probe may wait longer than this during a reload.
+PROBE_LIMIT_SECONDS = 1.0
+
+
+class ProbeStream(RequestStream):
+    """Liveness probes back to back, recording the slowest."""
+
+    def _run(self):
+        self.slowest = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                response = requests.get(f"{self.url}/health/live", timeout=10)
+                if response.status_code != 200:
+                    self.failures.append(f"{response.status_code} {response.text}")
+            except requests.RequestException as error:
+                self.failures.append(repr(error))
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            time.sleep(0.02)
+
+
+def reload_under_load(server, change_store, until, **request):
+    """Stream predictions (``request``: RequestStream's path and body) and probes,
+    change the store, SIGHUP, wait for ``until``; assert nothing failed or waited."""
+    with RequestStream(server.url, **request) as stream, ProbeStream(server.url) as probes:
+        wait_for(lambda: len(stream.versions) > 20)
+        change_store()
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(until, timeout=90)
+        count = len(stream.versions)
+        wait_for(lambda: len(stream.versions) > count + 20)
+    assert stream.failures == [], stream.failures[:3]
+    assert probes.failures == [], probes.failures[:3]
+    assert probes.slowest < PROBE_LIMIT_SECONDS, f"a probe waited {probes.slowest:.2f} s"
+    return stream

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import make_blocking
 from tests.integration.clients import PREDICT, RequestStream, served_by, wait_for
 from tests.integration.server import ROOT, GunicornServer
 
@@ -285,8 +286,7 @@ def test_a_nonsense_setting_stops_the_start_with_one_line_naming_it(
 
 
 def test_a_model_file_that_blocks_at_start_is_a_refusal_after_the_load_timeout(store, tmp_path):
-    (store / "1" / "model.tflite").unlink()
-    os.mkfifo(store / "1" / "model.tflite")
+    make_blocking(store / "1")
     server = GunicornServer(store, tmp_path / "server.log", MODEL_LOAD_TIMEOUT=1)
     code = server.process.wait(timeout=60)
     server.stop()

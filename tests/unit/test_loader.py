@@ -1,15 +1,18 @@
 """The loader: the newest version that loads, each step in a child process with a deadline."""
 
+import hashlib
+import json
 import os
 
 import keras
 import pytest
 
 from app import loader
+from app.limits import Limits
 from app.loader import LoadTimeout, load_newest, load_version, run_with_deadline
 from app.model import ModelLoadError
 from app.store import list_versions
-from tests.conftest import save_version
+from tests.conftest import make_blocking, save_version
 
 
 def linear_model(**input_options) -> keras.Model:
@@ -49,9 +52,7 @@ def test_nothing_servable_is_a_load_error(tmp_path):
 def test_a_model_file_that_blocks_counts_as_not_loadable_after_the_deadline(tmp_path):
     save_version(linear_model(), tmp_path, 1)
     save_version(linear_model(), tmp_path, 2)
-    # A FIFO nobody writes to blocks its reader, as a hung network file system does.
-    (tmp_path / "2" / "signature.json").unlink()
-    os.mkfifo(tmp_path / "2" / "signature.json")
+    make_blocking(tmp_path / "2")
     bundle = load_newest(tmp_path, None, timeout=1)
     assert bundle.version.number == 1
     assert "MODEL_LOAD_TIMEOUT=1 s" in bundle.skipped[0]
@@ -138,3 +139,73 @@ def test_a_step_returns_its_result_or_its_error_from_the_child():
     assert run_with_deadline(sum, 10, [1, 2]) == 3
     with pytest.raises(ModelLoadError, match="ZeroDivisionError"):
         run_with_deadline(divmod, 10, 1, 0)
+
+
+def test_a_compiled_file_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    path = save_version(linear_model(), tmp_path, 1)
+    (path / "model.tflite").unlink()
+    os.mkfifo(path / "model.tflite")  # Opening it would block: it is never opened.
+    with pytest.raises(ModelLoadError, match="model.tflite is not a regular file"):
+        load_version(only_version(path))
+
+
+def test_a_flatbuffer_of_another_size_than_signed_is_refused_before_it_is_read(tmp_path):
+    path = save_version(linear_model(), tmp_path, 1)
+    with open(path / "model.tflite", "ab") as file:
+        file.truncate(100 * 1024**2)  # 100 MiB of zeros, sparse: nothing is written or read.
+    with pytest.raises(ModelLoadError, match="the signature says"):
+        load_version(only_version(path))
+
+
+def test_a_padded_flatbuffer_with_updated_checksums_is_refused_over_max_model_bytes(tmp_path):
+    path = save_version(linear_model(), tmp_path, 1)
+    flatbuffer = path / "model.tflite"
+    with open(flatbuffer, "ab") as file:
+        file.write(b"\0" * 100_000)
+    signature = json.loads((path / "signature.json").read_text())
+    signature["flatbuffer"]["bytes"] = flatbuffer.stat().st_size
+    signature["flatbuffer"]["sha256"] = hashlib.sha256(flatbuffer.read_bytes()).hexdigest()
+    (path / "signature.json").write_text(json.dumps(signature))
+    with pytest.raises(ModelLoadError, match="over the MAX_MODEL_BYTES limit of 50,000"):
+        load_version(only_version(path), Limits(max_model_bytes=50_000))
+
+
+@pytest.mark.parametrize("name", ["../1/model.keras", "/etc/hostname", "..", "sub/dir"])
+def test_metadata_may_list_only_plain_file_names_in_the_version(tmp_path, name):
+    path = save_version(linear_model(), tmp_path, 1)
+    (path / "metadata.json").write_text(json.dumps({"artifacts": {name: "0" * 64}}))
+    with pytest.raises(ModelLoadError, match="not a file name"):
+        load_version(only_version(path))
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        {"x": {"min": 0, "max": 1, "upper_bounds": [1, 0], "fractions": [0, 1, 0]}},
+        {"x": {"min": 0, "max": 1, "upper_bounds": [0, 1], "fractions": [1.0]}},
+        {"x": {"min": 0, "max": 1, "upper_bounds": [0, float("nan")], "fractions": [0, 1, 0]}},
+        {"x": {"min": "low", "max": 1, "upper_bounds": [0, 1], "fractions": [0, 1, 0]}},
+        {"x": {"max": 1, "upper_bounds": [0, 1], "fractions": [0, 1, 0]}},
+        {"x": {"min": 0, "max": 1, "upper_bounds": list(range(101)), "fractions": [0] * 102}},
+        ["not", "an", "object"],
+    ],
+)
+def test_a_version_whose_input_profile_a_worker_could_not_watch_is_refused_by_the_loader(
+    tmp_path, profile
+):
+    path = save_version(linear_model(name="x"), tmp_path, 1)
+    (path / "metadata.json").write_text(json.dumps({"input_profile": profile}))
+    with pytest.raises(ModelLoadError, match="input profile|input_profile"):
+        load_version(only_version(path))
+
+
+def test_a_model_whose_one_instance_exceeds_max_tensor_elements_is_refused(tmp_path):
+    path = save_version(linear_model(), tmp_path, 1)
+    with pytest.raises(ModelLoadError, match="MAX_TENSOR_ELEMENTS"):
+        load_version(only_version(path), Limits(max_tensor_elements=0))
+
+
+def test_the_largest_batch_is_what_a_request_can_carry(zoo):
+    bundle = load_version(only_version(zoo["mobilenet"].model_dir / "1"))
+    assert bundle.max_batch == 1024 * 1024 // (224 * 224 * 3) == 6
+    assert bundle.max_body_bytes == 32 * 224 * 224 * 3

@@ -1,0 +1,179 @@
+"""The model zoo: the networks a data-science team trains after the notebook's line.
+
+Each builder returns a seeded Keras model; ``ZOO`` names them for the
+fixtures (tests/conftest.py), which save and compile each once per session.
+``in_domain`` gives instances like the ones each model is used on.
+"""
+
+import keras
+import numpy as np
+
+
+def mlp() -> keras.Model:
+    """A regressor: 8 features, two hidden layers (relu, tanh), one number out."""
+    keras.utils.set_random_seed(11)
+    return keras.Sequential(
+        [
+            keras.Input((8,), name="features"),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(1, name="value"),
+        ]
+    )
+
+
+def classifier() -> keras.Model:
+    """A softmax classifier over 4 features, normalised by an adapted preprocessing layer."""
+    keras.utils.set_random_seed(12)
+    normalization = keras.layers.Normalization()
+    normalization.adapt(np.random.default_rng(12).normal(5, 2, (200, 4)).astype(np.float32))
+    return keras.Sequential(
+        [
+            keras.Input((4,), name="measurements"),
+            normalization,
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(3, activation="softmax", name="probabilities"),
+        ]
+    )
+
+
+def cnn() -> keras.Model:
+    """A small CNN on 28x28x1 images: rescaling, convolution, batch norm, pooling, dropout."""
+    keras.utils.set_random_seed(13)
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1), name="image"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(10, activation="softmax", name="digits"),
+        ]
+    )
+
+
+def mobilenet() -> keras.Model:
+    """MobileNetV3Small on 224x224x3 images (random weights: no download), 10 classes."""
+    keras.utils.set_random_seed(14)
+    return keras.applications.MobileNetV3Small(input_shape=(224, 224, 3), weights=None, classes=10)
+
+
+def dict_model() -> keras.Model:
+    """A functional model with dict inputs and dict outputs: a score and class probabilities."""
+    keras.utils.set_random_seed(15)
+    age = keras.Input((1,), name="age")
+    history = keras.Input((6, 2), name="history")
+    hidden = keras.layers.Concatenate()([age, keras.layers.Flatten()(history)])
+    hidden = keras.layers.Dense(12, activation="relu")(hidden)
+    hidden = keras.layers.BatchNormalization()(hidden)
+    score = keras.layers.Dense(1, name="score_layer")(hidden)
+    probs = keras.layers.Dense(3, activation="softmax", name="probs_layer")(hidden)
+    return keras.Model({"age": age, "history": history}, {"score": score, "probs": probs})
+
+
+def wide_output() -> keras.Model:
+    """4 numbers in, a 100x100 map out: 2,500 times more numbers out than in."""
+    keras.utils.set_random_seed(16)
+    return keras.Sequential(
+        [
+            keras.Input((4,), name="seed"),
+            keras.layers.Dense(100 * 100),
+            keras.layers.Reshape((100, 100), name="map"),
+        ]
+    )
+
+
+ZOO = {
+    "mlp": mlp,
+    "classifier": classifier,
+    "cnn": cnn,
+    "mobilenet": mobilenet,
+    "dict_model": dict_model,
+}
+
+
+def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Instances by input name, like the ones the model is used on: pixels 0..255, else N(0, 3)."""
+    from training.compile import tensor_specs
+
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in tensor_specs(model)[0]:
+        shape = (rows, *spec.feature_shape)
+        image = len(spec.feature_shape) == 3
+        values = rng.uniform(0, 255, shape) if image else rng.normal(0, 3, shape)
+        inputs[spec.name] = values.astype(np.float32)
+    return inputs
+
+
+def keras_outputs(model: keras.Model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The reference: Keras' outputs by the name the server gives them."""
+    from training.compile import reference, tensor_specs
+
+    input_specs, output_specs = tensor_specs(model)
+    outputs = reference(model, [inputs[spec.name] for spec in input_specs])
+    return {spec.name: output for spec, output in zip(output_specs, outputs, strict=True)}
+
+
+# How each API carries the same instances, and where its answer holds each output.
+APIS = ("predict", "v2", "v1")
+
+
+def request_for(api: str, name: str, inputs: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """The path and JSON body asking ``api`` for predictions on ``inputs``."""
+    if api == "v2":
+        tensors = [
+            {"name": key, "shape": list(array.shape), "datatype": "FP32", "data": array.ravel()}
+            for key, array in inputs.items()
+        ]
+        return f"/v2/models/{name}/infer", {"inputs": jsonable(tensors)}
+    rows = len(next(iter(inputs.values())))
+    if len(inputs) == 1:
+        (array,) = inputs.values()
+        instances = array.tolist()
+    else:
+        instances = [{key: array[i].tolist() for key, array in inputs.items()} for i in range(rows)]
+    path = "/predict" if api == "predict" else f"/v1/models/{name}:predict"
+    return path, {"instances": instances}
+
+
+def outputs_from(api: str, body: dict, specs) -> dict[str, np.ndarray]:
+    """Each output as a float32 batch, from ``api``'s answer."""
+    if api == "v2":
+        return {
+            tensor["name"]: np.array(tensor["data"], np.float32).reshape(tensor["shape"])
+            for tensor in body["outputs"]
+        }
+    predictions = body["predictions"]
+    if len(specs) > 1:
+        return {
+            spec.name: np.array([row[spec.name] for row in predictions], np.float32).reshape(
+                len(predictions), *spec.feature_shape
+            )
+            for spec in specs
+        }
+    (spec,) = specs
+    array = np.array(predictions, np.float32)
+    return {spec.name: array.reshape(len(predictions), *spec.feature_shape)}
+
+
+def jsonable(value):
+    """Arrays inside ``value`` as lists, for JSON."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    return value
+
+
+def assert_agrees(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    """The server's outputs match Keras' to rtol 1e-3 (atol 1e-5 for values near zero)."""
+    assert actual.keys() == expected.keys()
+    for name, want in expected.items():
+        np.testing.assert_allclose(actual[name], want, rtol=1e-3, atol=1e-5, err_msg=name)

@@ -8,6 +8,7 @@ once, in this module.
 """
 
 import math
+from itertools import chain
 
 import numpy as np
 from flask import current_app
@@ -71,6 +72,32 @@ def flatten(value, shape: tuple[int, ...], into: list) -> str | None:
     return None
 
 
+def numbers_array(nested, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """``nested`` as a float32 array when it is a regular nested list (of ``shape``,
+    if given) of JSON numbers in float32 range; else None, and the caller's
+    element-by-element path says what is wrong and where.
+
+    numpy converts in C: one 224x224x3 image in 12 ms against 47 ms element
+    by element. It would also convert booleans and numeric strings silently,
+    so the leaves' types are checked, with a C-speed ``set(map(type, ...))``.
+    """
+    try:
+        array = np.array(nested, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):  # Ragged, or not numbers.
+        return None
+    if shape is not None and array.shape != shape:
+        return None
+    leaves = nested if array.ndim else [nested]
+    for _ in range(array.ndim - 1):
+        leaves = chain.from_iterable(leaves)
+    if not set(map(type, leaves)) <= {float, int}:
+        return None
+    # False for NaN too, which the standard library's parser may have read.
+    if not (np.abs(array) <= FLOAT32_MAX).all():
+        return None
+    return array.astype(np.float32)
+
+
 def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.ndarray | None:
     """One input's instances (TensorFlow Serving's row format) as a float32 batch.
 
@@ -79,6 +106,10 @@ def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.
     ``label``, the input's name, for instances keyed by input name).
     """
     shape, scalar, numbers = spec.feature_shape, is_scalar(spec), []
+    if not scalar:
+        array = numbers_array(rows, (len(rows), *shape))
+        if array is not None:
+            return array
     for index, row in enumerate(rows):
         if not scalar:
             problem = flatten(row, shape, numbers)
@@ -303,6 +334,10 @@ def tensor_to_array(tensor: dict, spec: TensorSpec, compiled: CompiledModel) -> 
     if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
         raise InvalidInput(400, f"Input {name!r} has shape {shape}; the model takes {expected}.")
     check_batch(shape[0], compiled)
+    if EXACT_DATATYPES[datatype] is None:  # FP32 or FP16: any number in float32 range.
+        array = numbers_array(tensor["data"])
+        if array is not None and array.size == math.prod(shape):
+            return array.reshape(shape)
     numbers: list[float] = []
     problem = flatten_any(tensor["data"], numbers, EXACT_DATATYPES[datatype])
     if problem:

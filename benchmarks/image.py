@@ -73,9 +73,12 @@ def keras_server(model_file: Path, mode: str, log: Path, workers: int, body: str
     port = free_port()
     environ = {**os.environ, "KERAS_MODEL": str(model_file), "KERAS_MODE": mode}
     started = time.monotonic()
+    # Gunicorn's defaults, not this project's gunicorn.conf.py (which it reads from the cwd).
+    defaults = log.with_suffix(".conf.py")
+    defaults.write_text("")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-         "--timeout", "120", "benchmarks.keras_server:app"],
+        [sys.executable, "-m", "gunicorn", "-c", str(defaults), "-w", str(workers),
+         "-b", f"127.0.0.1:{port}", "--timeout", "120", "benchmarks.keras_server:app"],
         cwd=ROOT, env=environ, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -1,6 +1,8 @@
 """Strict JSON body parsing for flask-smorest blueprints."""
 
+import gc
 import json
+from contextlib import contextmanager
 
 import flask_smorest
 import marshmallow as ma
@@ -51,19 +53,39 @@ class JsonBodyParser(FlaskParser):
         if not body:
             abort(400, message="Request body is empty; expected a JSON object.")
         try:
-            return orjson.loads(body)
+            with gc_paused():
+                return orjson.loads(body)
         except orjson.JSONDecodeError:
             # orjson is strict; the standard parser explains the error better and
             # reads NaN and Infinity, which the schema then refuses with a 422.
             pass
         try:
-            return json.loads(body.decode("utf-8"))
+            with gc_paused():
+                return json.loads(body.decode("utf-8"))
         except UnicodeDecodeError:
             abort(400, message="Request body is not valid UTF-8.")
         except RecursionError:
             abort(400, message="Request body is nested too deeply.")
         except ValueError as error:  # JSONDecodeError, or an over-long integer.
             abort(400, message=f"Request body is not valid JSON: {error}.")
+
+
+@contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector while a body is parsed.
+
+    A parsed document has no reference cycles, but a 224x224x3 image as JSON
+    is 50,000 lists: enough allocations to trigger collections that walk the
+    whole heap. Measured in a process with TensorFlow loaded, parsing one
+    image took 133 ms with the collector on and 10 ms with it paused.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def check_media_type(req: Request, json_type_required: bool = True) -> None:

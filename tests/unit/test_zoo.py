@@ -117,3 +117,27 @@ def test_a_model_the_converter_cannot_handle_is_one_line_never_a_traceback(tmp_p
     assert compile_main([str(tmp_path / "1")]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "codes" in line and "int32" in line and "Traceback" not in line
+
+
+BAD_PIXELS = [True, "1.5", None, 1e39, 10**400, {}]
+
+
+# v2 reads nested data as its numbers in row-major order however nested, so an
+# extra list around a pixel is refused only where rows must have the input's shape.
+@pytest.mark.parametrize(
+    "api, bad", [(api, bad) for api in APIS for bad in BAD_PIXELS + [[1.0]] * (api != "v2")]
+)
+def test_one_bad_pixel_in_an_image_is_refused_naming_the_instance(zoo, runners, api, bad):
+    entry = zoo["cnn"]
+    client = serving_app(entry.model_dir, runners["cnn"]).test_client()
+    images = in_domain(entry.keras, 2)["image"].tolist()
+    images[1][27][3][0] = bad
+    if api == "v2":
+        tensor = {"name": "image", "shape": [2, 28, 28, 1], "datatype": "FP32", "data": images}
+        response = client.post("/v2/models/cnn/infer", json={"inputs": [tensor]})
+    else:
+        path = "/predict" if api == "predict" else "/v1/models/cnn:predict"
+        response = client.post(path, json={"instances": images})
+    assert response.status_code == (422 if api == "predict" else 400), response.json
+    if api == "predict":
+        assert list(response.json["errors"]["json"]["instances"]) == ["1"]

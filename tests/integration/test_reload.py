@@ -5,6 +5,7 @@ starts its own two-worker Gunicorn on a free 127.0.0.1 port, streams requests
 and liveness probes through a ``SIGHUP`` and checks that none failed or waited.
 """
 
+import json
 import shutil
 import signal
 import time
@@ -134,3 +135,17 @@ def test_metrics_files_stay_bounded_and_totals_exact_over_many_reloads(store, ma
     # The master's 3 (its unlabelled metrics exist from import on), two live workers' 4
     # each, and 2 of retired totals: none per dead worker once the master has reaped it.
     wait_for(lambda: len(list(directory.glob("*.db"))) <= 3 + 2 * 4 + 2, timeout=10)
+
+
+def test_a_new_version_a_worker_could_not_start_is_refused_by_the_loader(store, make_server):
+    server = make_server(store)
+
+    def add_version_with_a_broken_profile():
+        shutil.copytree(store / "1", store / "2")
+        metadata = json.loads((store / "2" / "metadata.json").read_text())
+        metadata["input_profile"]["x"]["upper_bounds"].reverse()  # Buckets out of order.
+        (store / "2" / "metadata.json").write_text(json.dumps(metadata))
+
+    reload_keeps_serving_version_1(
+        server, add_version_with_a_broken_profile, "bucket bounds must be finite and increasing"
+    )

@@ -101,11 +101,15 @@ def on_reload(server):
     from app.serving import load_bundle, serving_state
 
     app = server.app.wsgi()
+    # pre_fork froze every object before the last fork; unfrozen, what the
+    # previous reload left behind can be collected (else ~70 kB a reload stays).
+    gc.unfreeze()
     try:
         load_bundle(app)
     except ModelLoadError as error:
         kept = serving_state(app).bundle.version
         server.log.error("reload failed, workers keep serving version %s: %s", kept.number, error)
+    gc.collect()
 
 
 def pre_fork(server, worker):

@@ -1,6 +1,7 @@
 """Settings, each read once from the environment with a type and a default."""
 
 import os
+import re
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -52,6 +53,15 @@ def _path(environ, name: str, default: str | None) -> Path | None:
     return Path(value)
 
 
+def _model_name(environ, model_dir: Path) -> str:
+    from app.store import model_name
+
+    name = (environ.get("MODEL_NAME") or "").strip() or model_name(model_dir)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
+        raise ConfigError(f"MODEL_NAME={name!r} must be letters, digits, '.', '_' or '-'")
+    return name
+
+
 def _model_uri(environ):
     """MODEL_URI parsed, with what serving from MLflow needs checked; None when unset."""
     text = (environ.get("MODEL_URI") or "").strip()
@@ -79,6 +89,9 @@ class Config:
 
     def __init__(self, environ=os.environ):
         self.MODEL_DIR = _path(environ, "MODEL_DIR", "models/linear")
+        # The name the APIs serve; by default MODEL_DIR's last part as given (never a
+        # symlink's target, which would rename the model when the link flips).
+        self.MODEL_NAME = _model_name(environ, self.MODEL_DIR)
         pinned = _number(environ, "MODEL_VERSION", 0, int, minimum=0)
         self.MODEL_VERSION = pinned or None
         self.MODEL_URI = _model_uri(environ)
@@ -86,6 +99,21 @@ class Config:
         self.MODEL_LOAD_TIMEOUT = _number(
             environ, "MODEL_LOAD_TIMEOUT", 60.0, float, minimum=0.1, maximum=3600
         )
+        # The registry part of a load must leave time to fall back to the cache.
+        self.MODEL_REGISTRY_TIMEOUT = _number(
+            environ,
+            "MODEL_REGISTRY_TIMEOUT",
+            min(20.0, self.MODEL_LOAD_TIMEOUT / 2),
+            float,
+            minimum=0.1,
+            maximum=3600,
+        )
+        if self.MODEL_REGISTRY_TIMEOUT >= self.MODEL_LOAD_TIMEOUT:
+            raise ConfigError(
+                f"MODEL_REGISTRY_TIMEOUT={self.MODEL_REGISTRY_TIMEOUT:g} must be less than "
+                f"MODEL_LOAD_TIMEOUT={self.MODEL_LOAD_TIMEOUT:g}: the registry part of a load "
+                "needs time left to fall back to the cache"
+            )
         self.MAX_BATCH_SIZE = _number(environ, "MAX_BATCH_SIZE", 1000, int, minimum=1)
         # Unset: derived from the served model (app/limits.py), at least 1 MiB.
         body_limit = _number(environ, "MAX_CONTENT_LENGTH", None, int, minimum=64)

@@ -129,6 +129,8 @@ def load_version(version: ModelVersion, limits: Limits = DEFAULT_LIMITS) -> Mode
     request can carry, parse the input profile its monitor watches.
     """
     started = time.perf_counter()
+    if version.problem:
+        raise ModelLoadError(f"{version.path}: {version.problem}")
     try:
         metadata = json_safe(version.read_metadata())
     except StoreError as error:
@@ -191,7 +193,11 @@ def convert_at_load(version: ModelVersion):
 
 
 def load_newest(
-    model_dir: Path, pinned: int | None, timeout: float, limits: Limits = DEFAULT_LIMITS
+    model_dir: Path,
+    pinned: int | None,
+    timeout: float,
+    limits: Limits = DEFAULT_LIMITS,
+    name: str | None = None,
 ) -> ModelBundle:
     """The newest version that loads (or exactly the pinned one), with why newer ones did not.
 
@@ -200,7 +206,7 @@ def load_newest(
     naming the causes when nothing can be served.
     """
     try:
-        versions = run_with_deadline(list_versions, timeout, model_dir)
+        versions = run_with_deadline(list_versions, timeout, model_dir, name)
     except LoadTimeout as error:
         raise ModelLoadError(f"{model_dir}: listing versions {error}") from error
     if pinned is not None:
@@ -224,6 +230,7 @@ def load_newest(
             continue
         if bundle is not None:
             bundle.skipped = bounded(failures, NOT_LOADING)
+            bundle.failure_count = len(failures)
             return bundle
     error = ModelLoadError("; ".join(bounded(failures, NOT_LOADING)))
     error.failures = failures
@@ -248,24 +255,35 @@ def try_versions(versions: list[ModelVersion], limits: Limits, send) -> None:
 
 
 def load_registered(
-    uri, cache_dir: Path, timeout: float, cache_allowed: bool, limits: Limits = DEFAULT_LIMITS
+    uri,
+    cache_dir: Path,
+    timeouts: tuple[float, float],
+    cache_allowed: bool,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ModelBundle:
     """The version ``uri`` (models:/name@alias or /version) names in MLflow, verified.
 
-    When the registry cannot be reached and ``cache_allowed`` (at start), the
-    copy the URI last resolved to is served from the cache, and ``/model`` says so.
+    ``timeouts``: the whole load's, and the registry part's (shorter). When the
+    registry gives no usable answer in time and ``cache_allowed`` (at start),
+    the copy the URI last resolved to is served from the cache, and ``/model``
+    says so.
     """
+    load_timeout, registry_timeout = timeouts
     try:
-        return run_with_deadline(_registered, timeout, uri, cache_dir, cache_allowed, limits)
+        return run_with_deadline(
+            _registered, load_timeout, uri, cache_dir, registry_timeout, cache_allowed, limits
+        )
     except LoadTimeout as error:
         raise ModelLoadError(f"{uri}: {error}") from error
 
 
-def _registered(uri, cache_dir: Path, cache_allowed: bool, limits: Limits) -> ModelBundle:
+def _registered(
+    uri, cache_dir: Path, registry_timeout: float, cache_allowed: bool, limits: Limits
+) -> ModelBundle:
     from app import registry
 
     try:
-        version, facts = registry.fetch(uri, cache_dir)
+        version, facts = registry.fetch(uri, cache_dir, registry_timeout)
     except registry.RegistryUnreachable as error:
         if not cache_allowed:
             raise ModelLoadError(f"{uri}: the registry cannot be reached: {error}") from None
@@ -275,6 +293,12 @@ def _registered(uri, cache_dir: Path, cache_allowed: bool, limits: Limits) -> Mo
             raise ModelLoadError(str(refused)) from None
     except registry.RegistryRefused as error:
         raise ModelLoadError(str(error)) from None
+    if not artifact.exists(version.path):
+        command = f"python -m training compile models:/{version.name}/{version.number}"
+        raise ModelLoadError(
+            f"MODEL_URI {uri}: version {version.number} has no compiled artifact; `{command}` "
+            "compiles it and registers the compiled copy as a new version"
+        )
     bundle = load_version(version, limits)
     bundle.registry = facts
     return bundle

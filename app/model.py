@@ -38,7 +38,9 @@ class ModelBundle:
     # What one request may carry (app/limits.py), known once loaded.
     max_batch: int = 1
     max_body_bytes: int = 1024 * 1024
+    # Why newer versions did not load: at most ten messages, and how many there were.
     skipped: list[str] = field(default_factory=list)
+    failure_count: int = 0
     # For a version from an MLflow registry: its name, version, alias, run id, and
     # whether it came from the registry or (at a start without it) from the cache.
     registry: dict | None = None

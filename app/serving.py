@@ -61,7 +61,7 @@ def load_bundle(app: Flask) -> ModelBundle:
             bundle = load_registered(
                 config["MODEL_URI"],
                 config["MODEL_CACHE_DIR"],
-                config["MODEL_LOAD_TIMEOUT"],
+                (config["MODEL_LOAD_TIMEOUT"], config["MODEL_REGISTRY_TIMEOUT"]),
                 cache_allowed=state.bundle is None,
                 limits=limits(config),
             )
@@ -71,6 +71,7 @@ def load_bundle(app: Flask) -> ModelBundle:
                 config["MODEL_VERSION"],
                 config["MODEL_LOAD_TIMEOUT"],
                 limits(config),
+                config["MODEL_NAME"],
             )
     except ModelLoadError as error:
         # Every version tried failed, or the store could not be listed at all.
@@ -86,7 +87,7 @@ def load_bundle(app: Flask) -> ModelBundle:
             served_from,
         )
     MODEL_LOAD_SECONDS.observe(bundle.load_seconds)
-    MODEL_LOAD_FAILURES.inc(len(bundle.skipped))
+    MODEL_LOAD_FAILURES.inc(bundle.failure_count)
     for failure in bundle.skipped:
         log.warning("skipping a newer model version that does not load: %s", failure)
     log.info(

@@ -10,6 +10,10 @@ from pathlib import Path
 MODEL_SUFFIXES = (".keras", ".h5")
 # metadata.json holds facts and the input profile: kilobytes, never this much.
 MAX_METADATA_BYTES = 4 * 1024 * 1024
+# Nesting deeper than this in metadata.json is refused (the notebook's is 3 deep).
+MAX_METADATA_DEPTH = 32
+# Versions are int64, as in TensorFlow Serving.
+MAX_VERSION = 2**63 - 1
 
 
 class StoreError(Exception):
@@ -23,6 +27,8 @@ class ModelVersion:
     name: str
     number: int
     path: Path
+    # Why this directory cannot be a version (an ambiguous or oversized number).
+    problem: str | None = None
 
     @property
     def model_file(self) -> Path:
@@ -46,6 +52,8 @@ class ModelVersion:
             raise StoreError(f"{path}: unreadable metadata ({error})") from error
         if not isinstance(metadata, dict):
             raise StoreError(f"{path}: metadata is not a JSON object")
+        if nesting(metadata) > MAX_METADATA_DEPTH:
+            raise StoreError(f"{path}: metadata is nested over {MAX_METADATA_DEPTH} levels deep")
         return metadata
 
 
@@ -58,22 +66,51 @@ def find_model_file(directory: Path) -> Path:
     raise StoreError(f"{directory}: no model file (*.keras or *.h5)")
 
 
-def list_versions(model_dir: Path | str) -> list[ModelVersion]:
-    """All version directories under ``model_dir``, newest first.
+def nesting(value) -> int:
+    """How deeply lists and objects nest in a JSON value, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_METADATA_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def model_name(model_dir: Path | str) -> str:
+    """The model's name from its directory as given: a symlink's target never renames it."""
+    return Path(model_dir).absolute().name
+
+
+def list_versions(model_dir: Path | str, name: str | None = None) -> list[ModelVersion]:
+    """All version directories under ``model_dir``, newest first, named ``name``.
 
     Only directories named by a non-negative integer count, as in TensorFlow
     Serving; anything else (a half-written ``.3.partial``, notes) is ignored.
+    Two directories for one number (``1`` and ``01``) are both listed with a
+    problem, so neither is served: which one was meant cannot be known.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise StoreError(f"{model_dir}: model directory does not exist")
-    versions = [
-        ModelVersion(name=model_dir.resolve().name, number=int(child.name), path=child)
-        for child in model_dir.iterdir()
-        if child.is_dir() and child.name.isdigit() and child.name.isascii()
-    ]
-    if not versions:
+    name = name or model_name(model_dir)
+    found: dict[int, list[Path]] = {}
+    for child in model_dir.iterdir():
+        if child.is_dir() and child.name.isdigit() and child.name.isascii():
+            found.setdefault(int(child.name), []).append(child)
+    if not found:
         raise StoreError(f"{model_dir}: no model versions (expected <MODEL_DIR>/<integer>/)")
+    versions = []
+    for number, paths in found.items():
+        problem = None
+        if len(paths) > 1:
+            spellings = " and ".join(sorted(path.name for path in paths))
+            problem = f"directories {spellings} both name version {number}; rename one"
+        elif number > MAX_VERSION:
+            problem = f"version {number} is beyond the largest version number, 2^63 - 1"
+        versions += [ModelVersion(name, number, path, problem) for path in sorted(paths)]
     return sorted(versions, key=lambda version: version.number, reverse=True)
 
 

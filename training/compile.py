@@ -338,16 +338,39 @@ def quiet_logger(name: str):
         logger.setLevel(level)
 
 
+def compile_from_registry(uri: str) -> bool:
+    """Compile a registered version and register the result; True when it failed (said why)."""
+    from training.registry import RegistryError, compile_registered
+
+    try:
+        log.info("%s", compile_registered(uri))
+    except (RegistryError, ArtifactError) as error:
+        print(f"cannot compile {uri}: {error}", file=sys.stderr)
+        return True
+    return False
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training compile",
         description="Write the serving artifact (model.tflite, signature.json, golden.npz) "
         "for saved versions.",
     )
-    parser.add_argument("version_dirs", nargs="+", type=Path, help="version directories")
+    parser.add_argument(
+        "version_dirs",
+        nargs="+",
+        metavar="VERSION",
+        help="version directories, or registered versions (models:/<name>/<N>, "
+        "models:/<name>@<alias>), whose compiled copy is registered as a new version",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for version_dir in args.version_dirs:
+        if version_dir.startswith("models:/"):
+            if compile_from_registry(version_dir):
+                return 1
+            continue
+        version_dir = Path(version_dir)
         try:
             compiled = compile_version(version_dir)
         except ArtifactError as error:

@@ -7,6 +7,7 @@ registered as a new version of the registered model named like the store's
 model, and ``--alias`` points an alias (``production``) at it.
 """
 
+import json
 import os
 import time
 
@@ -75,3 +76,100 @@ def register(run, alias: str | None = None) -> dict:
     except OSError as error:  # Connection refused, unreachable host.
         raise RegistryError(f"MLflow cannot be reached: {error}") from error
     return {"name": run.name, "version": version.version, "run_id": run_id}
+
+
+def compile_registered(text: str) -> str:
+    """Compile a registered Keras model and register the compiled copy as a new version.
+
+    For models a data scientist logs from a notebook (``mlflow.keras.log_model``
+    or any run artifact holding a ``.keras`` or ``.h5`` file): the version is
+    downloaded, compiled and checked as any version (app/artifact.py), logged
+    to the same run under ``compiled-v<N>`` and registered as a new version
+    tagged ``compiled_from``; an alias in ``text`` moves to it. Registered
+    versions never change, so a server's cache of version N stays true.
+    Returns a one-line summary; raises ``RegistryError`` or ``ArtifactError``.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from app.registry import ModelUri, redact
+    from training.compile import compile_version
+    from training.train import ARTIFACT_FILES, MODEL_FILENAME, sha256_file
+
+    try:
+        uri = ModelUri.parse(text)
+    except ValueError as error:
+        raise RegistryError(str(error)) from None
+    try:
+        client = mlflow.MlflowClient(tracking_uri=check_tracking_uri())
+        if uri.alias:
+            found = client.get_model_version_by_alias(uri.name, uri.alias)
+        else:
+            found = client.get_model_version(uri.name, str(uri.version))
+        download_uri = client.get_model_version_download_uri(uri.name, found.version)
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    download_uri, dst_path=str(Path(scratch) / "download")
+                )
+            )
+            keras_file = find_keras_file(local)
+            version_dir = Path(scratch) / "compiled"
+            version_dir.mkdir()
+            filename = MODEL_FILENAME if keras_file.suffix == ".keras" else "model.h5"
+            shutil.copyfile(keras_file, version_dir / filename)
+            compile_version(version_dir)
+            files = (filename, *ARTIFACT_FILES[1:])
+            metadata = {
+                "name": uri.name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "compiled_from": {
+                    "registered_model": uri.name,
+                    "version": int(found.version),
+                    "run_id": found.run_id,
+                    "source": redact(str(found.source)),
+                    "file": str(keras_file.relative_to(local)),
+                },
+                "artifacts": {name: sha256_file(version_dir / name) for name in files},
+            }
+            (version_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+            run_id = found.run_id or client.create_run(_experiment(client, uri.name)).info.run_id
+            artifact_path = f"compiled-v{found.version}"
+            client.log_artifacts(run_id, str(version_dir), artifact_path=artifact_path)
+        compiled = client.create_model_version(
+            uri.name,
+            f"runs:/{run_id}/{artifact_path}",
+            run_id=run_id,
+            tags={"compiled_from": str(found.version)},
+        )
+        if uri.alias:
+            client.set_registered_model_alias(uri.name, uri.alias, compiled.version)
+    except MlflowException as error:
+        raise RegistryError(redact(error.message)) from error
+    except OSError as error:
+        raise RegistryError(f"MLflow cannot be reached: {redact(str(error))}") from error
+    moved = f"; alias {uri.alias!r} moved to it" if uri.alias else ""
+    return (
+        f"compiled {uri} (version {found.version}) and registered it as version "
+        f"{compiled.version}{moved}: serve MODEL_URI=models:/{uri.name}/{compiled.version}"
+    )
+
+
+def find_keras_file(directory):
+    """The saved Keras model in a downloaded version: ``.keras`` first, the shallowest."""
+    from training.compile import ArtifactError
+
+    for suffix in (".keras", ".h5"):
+        found = sorted(directory.rglob(f"*{suffix}"), key=lambda p: (len(p.parts), str(p)))
+        if found:
+            return found[0]
+    raise ArtifactError("no Keras model file (*.keras or *.h5) in the registered version")
+
+
+def _experiment(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)

@@ -9,17 +9,23 @@ and serves ``models:/linear@production`` from a real Gunicorn. Run alone with
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from mlflow import MlflowClient
 
+from tests.conftest import multi_tensor_model
 from tests.integration.clients import RequestStream, served_versions, wait_for
 from tests.integration.server import ROOT, GunicornServer, free_port
+from training.train import train
 
 MLFLOW = ROOT / ".venv-mlflow" / "bin" / "mlflow"
 
@@ -86,9 +92,17 @@ def mlflow_server(tmp_path):
     server.stop()
 
 
-def train_and_register(mlflow_server, store: Path, alias: str | None = "production"):
+def train_and_register(mlflow_server, store: Path, alias: str | None = "production", epochs=5):
     """The real CLI: train a version into ``store``, log it and register it."""
-    command = [sys.executable, "-m", "training", "--output-dir", str(store), "--epochs", "5"]
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "--output-dir",
+        str(store),
+        "--epochs",
+        str(epochs),
+    ]
     command += ["--register", *(["--alias", alias] if alias else [])]
     environ = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url}
     result = subprocess.run(
@@ -98,14 +112,16 @@ def train_and_register(mlflow_server, store: Path, alias: str | None = "producti
     return result.stdout
 
 
-def serve_from_registry(tmp_path, mlflow_server, uri="models:/linear@production", wait=True):
+def serve_from_registry(tmp_path, mlflow_server, uri="models:/linear@production", wait=True, **env):
+    settings = {
+        "MODEL_URI": uri,
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "MODEL_CACHE_DIR": tmp_path / "cache",
+        "MODEL_LOAD_TIMEOUT": 30,
+        **env,
+    }
     server = GunicornServer(
-        tmp_path / "unused-store",
-        tmp_path / f"server-{time.monotonic_ns()}.log",
-        MODEL_URI=uri,
-        MLFLOW_TRACKING_URI=mlflow_server.url,
-        MODEL_CACHE_DIR=tmp_path / "cache",
-        MODEL_LOAD_TIMEOUT=30,
+        tmp_path / "unused-store", tmp_path / f"server-{time.monotonic_ns()}.log", **settings
     )
     if wait:
         server.wait_until_all_workers_ready(2)
@@ -200,4 +216,182 @@ def test_a_registered_version_that_is_not_a_servable_model_stops_the_start(tmp_p
     version = client.create_model_version("broken", source, run_id=run.info.run_id)
     client.set_registered_model_alias("broken", "production", version.version)
     line = refused_start(tmp_path, mlflow_server, "models:/broken@production")
-    assert "cannot load model" in line
+    assert "version 1 has no compiled artifact" in line
+    assert "`python -m training compile models:/broken/1`" in line
+
+
+def served_model(server) -> dict:
+    return requests.get(f"{server.url}/model", timeout=5).json()
+
+
+def test_a_model_registered_again_under_the_same_version_is_never_served_from_a_stale_cache(
+    tmp_path, mlflow_server
+):
+    store = tmp_path / "models"
+    train_and_register(mlflow_server, store, alias=None, epochs=5)
+    first = serve_from_registry(tmp_path, mlflow_server, "models:/linear/1")
+    old = served_model(first)
+    first.stop()
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    client.delete_registered_model("linear")
+    train_and_register(mlflow_server, store, alias=None, epochs=6)  # Version 1 again.
+    second = serve_from_registry(tmp_path, mlflow_server, "models:/linear/1")
+    try:
+        model = served_model(second)
+        assert model["registry"]["run_id"] == client.get_model_version("linear", "1").run_id
+        assert model["registry"]["run_id"] != old["registry"]["run_id"]
+        assert model["artifact"]["sha256"] != old["artifact"]["sha256"]
+        assert model["metadata"]["training"]["epochs"] == 6
+    finally:
+        second.stop()
+
+
+def test_a_version_serves_exactly_the_folder_its_source_names(tmp_path, mlflow_server):
+    store = tmp_path / "models"
+    for epochs in (5, 6):
+        train("linear", store, epochs=epochs, seed=1)
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    run = client.create_run(client.create_experiment("two-folders")).info.run_id
+    client.log_artifacts(run, str(store / "linear" / "1"), artifact_path="model")
+    client.log_artifacts(run, str(store / "linear" / "2"), artifact_path="model-v2")
+    client.create_registered_model("two")
+    client.create_model_version("two", f"runs:/{run}/model-v2", run_id=run)
+    server = serve_from_registry(tmp_path, mlflow_server, "models:/two/1")
+    try:
+        model = served_model(server)
+        assert model["metadata"]["training"]["epochs"] == 6
+        assert model["registry"]["source"].endswith("model-v2")
+    finally:
+        server.stop()
+
+
+def test_credentials_in_the_tracking_uri_are_never_shown_or_stored(tmp_path, mlflow_server):
+    train_and_register(mlflow_server, tmp_path / "models")
+    secret = mlflow_server.url.replace("http://", "http://alice:s3cr3t-pw@")
+    server = serve_from_registry(tmp_path, mlflow_server, MLFLOW_TRACKING_URI=secret)
+    try:
+        text = requests.get(f"{server.url}/model", timeout=5).text
+        assert served_model(server)["registry"]["tracking_uri"] == mlflow_server.url
+    finally:
+        server.stop()
+    stored = [path.read_text() for path in (tmp_path / "cache").rglob("*.json")]
+    for where in (text, server.output(), *stored):
+        assert "s3cr3t" not in where and "alice" not in where
+
+
+class BadRegistry:
+    """A tracking server that answers garbage: an HTML page with 200, or a byte every 2 s."""
+
+    def __init__(self, mode: str):
+        self.mode, self.stop = mode, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        self.listener.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # Closed.
+                return
+            threading.Thread(target=self.answer, args=(connection,), daemon=True).start()
+
+    def answer(self, connection):
+        with connection:
+            connection.recv(65536)
+            if self.mode == "html":
+                page = b"<html><body>Sign in</body></html>"
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(page)}"
+                connection.sendall(head.encode() + b"\r\n\r\n" + page)
+                return
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+                if self.stop.wait(2):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("mode", ["html", "trickle"])
+def test_a_garbled_or_trickling_registry_at_start_falls_back_to_the_cached_copy(
+    tmp_path, mlflow_server, mode
+):
+    train_and_register(mlflow_server, tmp_path / "models")
+    serve_from_registry(tmp_path, mlflow_server).stop()  # Fills the cache.
+    registry = BadRegistry(mode)
+    server = serve_from_registry(
+        tmp_path, mlflow_server, MLFLOW_TRACKING_URI=registry.url, MODEL_REGISTRY_TIMEOUT=3
+    )
+    try:
+        model = served_model(server)
+        assert model["version"] == "1"
+        assert model["registry"]["served_from"].startswith("cache (registry unreachable")
+        assert "Traceback" not in server.output()
+    finally:
+        server.stop()
+        registry.close()
+
+
+def test_the_cache_keeps_what_is_served_and_what_a_rollback_needs(tmp_path, mlflow_server):
+    store = tmp_path / "models"
+    train_and_register(mlflow_server, store)
+    server = serve_from_registry(tmp_path, mlflow_server)
+    try:
+        for version in (2, 3, 4):
+            train_and_register(mlflow_server, store)  # Moves the alias.
+            server.process.send_signal(signal.SIGHUP)
+            wait_for(lambda v=version: served_versions(server.url) == {str(v)})
+    finally:
+        server.stop()
+    copies = sorted(
+        p.name.split("-")[0] for p in (tmp_path / "cache" / "linear").iterdir() if p.is_dir()
+    )
+    assert copies == ["3", "4"]
+
+
+def test_a_notebook_logged_keras_model_is_compiled_by_one_command_then_served(
+    tmp_path, mlflow_server
+):
+    import mlflow
+
+    model = multi_tensor_model()
+    mlflow.set_tracking_uri(mlflow_server.url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mlflow.start_run():
+                mlflow.keras.log_model(
+                    model, name="model", registered_model_name="notebook", pip_requirements=[]
+                )
+    finally:
+        mlflow.set_tracking_uri(None)
+    line = refused_start(tmp_path, mlflow_server, "models:/notebook/1")
+    assert "`python -m training compile models:/notebook/1`" in line
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "compile", "models:/notebook/1"],
+        cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "registered it as version 2" in result.stdout
+    server = serve_from_registry(tmp_path, mlflow_server, "models:/notebook/2")
+    try:
+        rows = [{"features": [1.0, 2.0, 3.0], "grid": [[1.0, 0.0], [0.0, 1.0]]}]
+        answer = requests.post(f"{server.url}/predict", json={"instances": rows}, timeout=10)
+        expected = model([np.array([[1.0, 2.0, 3.0]]), np.array([[[1.0, 0.0], [0.0, 1.0]]])])
+        np.testing.assert_allclose(
+            answer.json()["predictions"][0]["scores"], np.asarray(expected[0])[0], rtol=1e-4
+        )
+    finally:
+        server.stop()

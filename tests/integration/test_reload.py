@@ -149,3 +149,19 @@ def test_a_new_version_a_worker_could_not_start_is_refused_by_the_loader(store, 
     reload_keeps_serving_version_1(
         server, add_version_with_a_broken_profile, "bucket bounds must be finite and increasing"
     )
+
+
+def master_rss_kib(server) -> int:
+    status = Path(f"/proc/{server.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+
+
+def test_the_masters_memory_stays_flat_over_a_hundred_reloads(store, make_server):
+    server = make_server(store)
+    for _ in range(10):  # Allocator pools and caches settle.
+        replace_workers(server)
+    before = master_rss_kib(server)
+    for _ in range(100):
+        replace_workers(server)
+    # Measured: 7.0 MB more when the garbage of each reload stayed frozen, 12 kB now.
+    assert master_rss_kib(server) - before < 1500

@@ -65,9 +65,27 @@ def test_values_come_from_the_environment():
         {"MODEL_URI": "models:/linear@"},
         {"MODEL_URI": "models:/linear@production"},
         {"MODEL_CACHE_DIR": ""},
+        {"MODEL_NAME": "a/b"},
+        {"MODEL_NAME": ".."},
+        {"MODEL_REGISTRY_TIMEOUT": "60"},
+        {"MAX_TENSOR_ELEMENTS": "0"},
+        {"MAX_MODEL_BYTES": "3000000000"},
+        {"LITERT_THREADS": "0"},
     ],
 )
 def test_nonsense_fails_at_start_naming_the_variable(environ):
     (name,) = environ
     with pytest.raises(ConfigError, match=name):
         Config(environ)
+
+
+def test_the_model_name_comes_from_model_dir_as_given_unless_set(tmp_path):
+    (tmp_path / "releases" / "blue").mkdir(parents=True)
+    (tmp_path / "linear").symlink_to(tmp_path / "releases" / "blue")
+    assert Config({"MODEL_DIR": str(tmp_path / "linear")}).MODEL_NAME == "linear"
+    assert Config({"MODEL_DIR": "/m/x", "MODEL_NAME": "churn"}).MODEL_NAME == "churn"
+
+
+def test_the_registry_gets_a_share_of_the_load_timeout_by_default():
+    assert Config({}).MODEL_REGISTRY_TIMEOUT == 20
+    assert Config({"MODEL_LOAD_TIMEOUT": "4"}).MODEL_REGISTRY_TIMEOUT == 2

@@ -209,3 +209,15 @@ def test_the_largest_batch_is_what_a_request_can_carry(zoo):
     bundle = load_version(only_version(zoo["mobilenet"].model_dir / "1"))
     assert bundle.max_batch == 1024 * 1024 // (224 * 224 * 3) == 6
     assert bundle.max_body_bytes == 32 * 224 * 224 * 3
+
+
+def test_an_ambiguous_version_is_skipped_with_the_reason_and_every_failure_counted(tmp_path):
+    save_version(linear_model(), tmp_path, 1)
+    for name in ("2", "02", *(str(n) for n in range(3, 12))):
+        (tmp_path / name).mkdir()
+    bundle = load_newest(tmp_path, None, timeout=60)
+    assert bundle.version.number == 1
+    assert (
+        bundle.failure_count == 11 and bundle.skipped[-1] == "and 1 more versions that do not load"
+    )
+    assert any("both name version 2" in message for message in bundle.skipped)

@@ -1,5 +1,7 @@
 """The model store: versions, model files, metadata."""
 
+import os
+
 import pytest
 
 from app.store import StoreError, list_versions, next_version_number
@@ -78,3 +80,46 @@ def test_next_version_number_starts_at_one_and_follows_the_highest(tmp_path):
     assert next_version_number(tmp_path / "new") == 1
     make_version(tmp_path, "7")
     assert next_version_number(tmp_path) == 8
+
+
+def test_two_directories_for_one_version_are_both_listed_with_the_ambiguity(tmp_path):
+    for name in ("1", "01", "2"):
+        make_version(tmp_path, name)
+    versions = list_versions(tmp_path)
+    assert [(v.path.name, v.problem is None) for v in versions] == [
+        ("2", True),
+        ("01", False),
+        ("1", False),
+    ]
+    assert "01 and 1 both name version 1" in versions[1].problem
+
+
+def test_a_version_beyond_int64_is_listed_with_the_reason(tmp_path):
+    make_version(tmp_path, str(2**64))
+    (version,) = list_versions(tmp_path)
+    assert "2^63 - 1" in version.problem
+
+
+def test_a_symlinked_model_dir_keeps_the_name_it_is_given(tmp_path):
+    make_version(tmp_path / "releases" / "blue", "1")
+    (tmp_path / "linear").symlink_to(tmp_path / "releases" / "blue")
+    assert list_versions(tmp_path / "linear")[0].name == "linear"
+    assert list_versions(tmp_path / "linear", "churn")[0].name == "churn"
+
+
+def test_metadata_nested_too_deeply_is_an_error(tmp_path):
+    path = make_version(tmp_path, "1")
+    (path / "metadata.json").write_text('{"a": ' * 300 + "1" + "}" * 300)
+    with pytest.raises(StoreError, match="nested over 32 levels"):
+        list_versions(tmp_path)[0].read_metadata()
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_metadata_that_is_not_a_regular_file_is_an_error_without_reading_it(tmp_path, kind):
+    path = make_version(tmp_path, "1")
+    if kind == "fifo":
+        os.mkfifo(path / "metadata.json")
+    else:
+        (path / "metadata.json").mkdir()
+    with pytest.raises(StoreError, match="not a regular file"):
+        list_versions(tmp_path)[0].read_metadata()

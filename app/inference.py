@@ -272,15 +272,20 @@ def all_finite(values: np.ndarray) -> bool:
     return not not_finite(values).any()
 
 
-def rows_of(outputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> list:
+def rows_of(outputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], squeeze=True) -> list:
     """Outputs as one prediction per instance (row format).
 
-    One output: its value per instance, a bare number when it holds one number.
+    One output: its value per instance, a bare number when it holds one number
+    and ``squeeze`` (this server's /predict; TensorFlow Serving writes [v]).
     Several: an object keyed by output name per instance.
     """
+
+    def column(spec):
+        return squeezed(outputs[spec.name], spec) if squeeze else outputs[spec.name]
+
     if len(specs) == 1:
-        return squeezed(outputs[specs[0].name], specs[0])
-    columns = {spec.name: squeezed(outputs[spec.name], spec) for spec in specs}
+        return column(specs[0])
+    columns = {spec.name: column(spec) for spec in specs}
     batch = len(next(iter(columns.values())))
     return [{name: column[i] for name, column in columns.items()} for i in range(batch)]
 
@@ -301,8 +306,42 @@ EXACT_DATATYPES = {
 }
 
 
-def tensors_to_inputs(tensors: list[dict], compiled: CompiledModel) -> dict[str, np.ndarray]:
-    """Open Inference Protocol input tensors (name, shape, datatype, flat or nested data)."""
+# Little-endian numpy types of the datatypes above, for binary tensor data.
+BINARY_DTYPES = {
+    "FP32": "<f4",
+    "FP16": "<f2",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+}
+FP16_MAX = 65504.0
+
+
+class BinaryTensors:
+    """The raw tensors after a request's JSON (binary tensor data extension), read in order."""
+
+    def __init__(self, data):
+        self.data, self.offset = memoryview(data if data is not None else b""), 0
+
+    def take(self, name: str, size: int) -> memoryview:
+        if self.offset + size > len(self.data):
+            raise InvalidInput(
+                400, f"Input {name!r} needs {size} bytes of binary data; {self.remaining} remain."
+            )
+        self.offset += size
+        return self.data[self.offset - size : self.offset]
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.offset
+
+
+def tensors_to_inputs(
+    tensors: list[dict], compiled: CompiledModel, binary=None
+) -> dict[str, np.ndarray]:
+    """Open Inference Protocol input tensors: JSON data (flat, or nested exactly as the
+    shape), or raw bytes from ``binary`` (the binary tensor data extension)."""
     inputs = compiled.inputs
     by_name = {spec.name: spec for spec in inputs}
     names = [tensor["name"] for tensor in tensors]
@@ -312,17 +351,23 @@ def tensors_to_inputs(tensors: list[dict], compiled: CompiledModel) -> dict[str,
         raise InvalidInput(400, f"Unknown input {unknown[0]!r}; the model's inputs are {known}.")
     if len(set(names)) != len(names) or set(names) != set(by_name):
         raise InvalidInput(400, f"Give each of the model's inputs once: {sorted(by_name)}.")
-    arrays, batch = {}, None
+    arrays, batch, reader = {}, None, BinaryTensors(binary)
     for tensor in tensors:
         spec = by_name[tensor["name"]]
-        arrays[spec.name] = tensor_to_array(tensor, spec, compiled)
+        arrays[spec.name] = tensor_to_array(tensor, spec, compiled, reader)
         if batch is not None and len(arrays[spec.name]) != batch:
             raise InvalidInput(400, "All inputs must have the same batch size (shape[0]).")
         batch = len(arrays[spec.name])
+    if reader.remaining:
+        raise InvalidInput(
+            400, f"{reader.remaining} bytes of binary data follow the inputs' binary_data_size."
+        )
     return arrays
 
 
-def tensor_to_array(tensor: dict, spec: TensorSpec, compiled: CompiledModel) -> np.ndarray:
+def tensor_to_array(
+    tensor: dict, spec: TensorSpec, compiled: CompiledModel, reader: BinaryTensors
+) -> np.ndarray:
     name, datatype, shape = spec.name, tensor["datatype"], list(tensor["shape"])
     if datatype not in EXACT_DATATYPES:
         raise InvalidInput(
@@ -334,20 +379,59 @@ def tensor_to_array(tensor: dict, spec: TensorSpec, compiled: CompiledModel) -> 
     if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
         raise InvalidInput(400, f"Input {name!r} has shape {shape}; the model takes {expected}.")
     check_batch(shape[0], compiled)
-    if EXACT_DATATYPES[datatype] is None:  # FP32 or FP16: any number in float32 range.
-        array = numbers_array(tensor["data"])
-        if array is not None and array.size == math.prod(shape):
-            return array.reshape(shape)
-    numbers: list[float] = []
-    problem = flatten_any(tensor["data"], numbers, EXACT_DATATYPES[datatype])
-    if problem:
-        raise InvalidInput(400, f"Input {name!r}: {problem}")
-    if len(numbers) != math.prod(shape):
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if "data" in tensor:
+            raise InvalidInput(400, f"Input {name!r} has both data and binary_data_size.")
+        array = binary_to_array(name, datatype, shape, size, reader)
+    elif "data" not in tensor:
+        raise InvalidInput(400, f"Input {name!r} has no data and no binary_data_size.")
+    else:
+        array = data_to_array(name, datatype, shape, tensor["data"])
+    if datatype == "FP16" and not (np.abs(array) <= FP16_MAX).all():
+        raise InvalidInput(400, f"Input {name!r} has values beyond FP16's range (±{FP16_MAX:g}).")
+    return array
+
+
+def binary_to_array(name, datatype, shape, size, reader: BinaryTensors) -> np.ndarray:
+    dtype = np.dtype(BINARY_DTYPES[datatype])
+    needed = math.prod(shape) * dtype.itemsize
+    if type(size) is not int or size != needed:
         raise InvalidInput(
             400,
-            f"Input {name!r} has {len(numbers)} values; shape {shape} needs {math.prod(shape)}.",
+            f"Input {name!r} has binary_data_size {size!r}; shape {shape} of {datatype} "
+            f"is {needed} bytes.",
         )
-    return np.array(numbers, dtype=np.float32).reshape(shape)
+    array = np.frombuffer(reader.take(name, size), dtype).astype(np.float32).reshape(shape)
+    # NaN compares false: refused with the infinities and float32's saturation.
+    if dtype.kind == "f" and not (np.abs(array) < FLOAT32_MAX).all():
+        raise InvalidInput(400, f"Input {name!r} has values that are not finite float32.")
+    return array
+
+
+def data_to_array(name, datatype, shape, data) -> np.ndarray:
+    """JSON data: flat in row-major order, or nested exactly as ``shape``."""
+    integer_range = EXACT_DATATYPES[datatype]
+    array = numbers_array(data) if integer_range is None else None
+    if array is None:
+        numbers: list[float] = []
+        problem = flatten_any(data, numbers, integer_range)
+        if problem:
+            raise InvalidInput(400, f"Input {name!r}: {problem}")
+        try:  # The values are right; is the nesting?
+            array = np.array(data, dtype=np.float64).astype(np.float32)
+        except ValueError:
+            raise InvalidInput(
+                400, f"Input {name!r}: nested data is ragged; it must match shape {shape}."
+            ) from None
+    flat = array.ndim <= 1 and array.size == math.prod(shape)
+    if not flat and list(array.shape) != shape:
+        raise InvalidInput(
+            400,
+            f"Input {name!r} has data of shape {list(array.shape)}; shape {shape} needs "
+            f"{math.prod(shape)} values, flat or nested as the shape.",
+        )
+    return array.reshape(shape)
 
 
 def flatten_any(data, into: list, integer_range: tuple[int, int] | None) -> str | None:

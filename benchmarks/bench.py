@@ -28,9 +28,23 @@ from tests.integration.server import GunicornServer
 
 HERE = Path(__file__).resolve().parent
 BATCH = 1000
-# /predict and the Open Inference Protocol's infer (v2), with 1 and BATCH instances.
-SCENARIOS = ("live", "predict-1", f"predict-{BATCH}", "v2-1", f"v2-{BATCH}")
-PATHS = {"live": "/health/live", "predict": "/predict", "v2": "/v2/models/linear/infer"}
+# /predict and the Open Inference Protocol's infer (v2: JSON tensors; v2bin: the
+# binary tensor data extension, as tritonclient sends by default), 1 and BATCH instances.
+SCENARIOS = (
+    "live",
+    "predict-1",
+    f"predict-{BATCH}",
+    "v2-1",
+    f"v2-{BATCH}",
+    "v2bin-1",
+    f"v2bin-{BATCH}",
+)
+PATHS = {
+    "live": "/health/live",
+    "predict": "/predict",
+    "v2": "/v2/models/linear/infer",
+    "v2bin": "/v2/models/linear/infer",
+}
 
 
 @dataclass
@@ -54,6 +68,8 @@ def wrk_script(directory: Path, scenario: str) -> Path | None:
         return None
     protocol, size = scenario.split("-")[0], int(scenario.split("-")[1])
     values = np.random.default_rng(0).uniform(-100, 100, size).round(3).tolist()
+    if protocol == "v2bin":
+        return binary_script(directory, scenario, np.array(values, "<f4").reshape(size, 1))
     if protocol == "v2":
         tensor = {"name": "x", "shape": [size, 1], "datatype": "FP32", "data": values}
         body = json.dumps({"inputs": [tensor]})
@@ -64,6 +80,29 @@ def wrk_script(directory: Path, scenario: str) -> Path | None:
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = {json.dumps(body)}\n"
+    )
+    return path
+
+
+def binary_script(directory: Path, scenario: str, array: np.ndarray, name: str = "x") -> Path:
+    """A wrk script POSTing ``array`` as tritonclient does by default: JSON header, raw bytes."""
+    tensor = {
+        "name": name,
+        "shape": list(array.shape),
+        "datatype": "FP32",
+        "parameters": {"binary_data_size": array.nbytes},
+    }
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+    body = directory / f"{scenario}.bin"
+    body.write_bytes(header.encode() + array.tobytes())
+    path = directory / f"{scenario}.lua"
+    path.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+        f'wrk.headers["Inference-Header-Content-Length"] = "{len(header)}"\n'
+        f'local file = io.open("{body}", "rb")\n'
+        'wrk.body = file:read("*a")\n'
+        "file:close()\n"
     )
     return path
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from benchmarks.bench import memory_kib, summary, wrk
+from benchmarks.bench import binary_script, memory_kib, summary, wrk
 from tests.integration.server import ROOT, GunicornServer, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -65,6 +65,7 @@ def image_scripts(directory: Path, input_name: str) -> dict[str, Path]:
             f"wrk.body = {json.dumps(json.dumps(body))}\n"
         )
         scripts[api] = path
+    scripts["v2bin"] = binary_script(directory, "image-v2bin", image, input_name)
     return scripts
 
 
@@ -170,6 +171,9 @@ def main(argv=None) -> int:
                                     f"{label} /predict")  # fmt: skip
                 rows += measure(server.url, "/v2/models/mobilenet/infer", scripts["v2"],
                                 args.seconds, f"{label} /v2")  # fmt: skip
+                if threads == 1:
+                    rows += measure(server.url, "/v2/models/mobilenet/infer", scripts["v2bin"],
+                                    args.seconds, f"{label} /v2 binary")  # fmt: skip
                 memory[label] = worker_memory(server.pid)
             finally:
                 server.stop()

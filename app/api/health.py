@@ -7,10 +7,12 @@ from app.api.parser import Blueprint
 from app.api.schemas import LiveSchema, ReadySchema
 from app.serving import serving_state
 
-blp = Blueprint("health", __name__, url_prefix="/health", description="Probes for orchestrators.")
+blp = Blueprint("health", __name__, description="Probes for orchestrators.")
 
 
-@blp.route("/live")
+# "/" is KServe's v1 protocol liveness path, which its SDK's default client asks.
+@blp.route("/", endpoint="root", strict_slashes=False)
+@blp.route("/health/live")
 class Live(MethodView):
     @blp.response(200, LiveSchema)
     def get(self):
@@ -18,7 +20,7 @@ class Live(MethodView):
         return {"status": "alive"}
 
 
-@blp.route("/ready")
+@blp.route("/health/ready")
 class Ready(MethodView):
     @blp.response(200, ReadySchema)
     @blp.alt_response(503, schema=ReadySchema, description="Model not loaded, or draining.")

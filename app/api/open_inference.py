@@ -4,7 +4,8 @@ Health, server and model metadata, model readiness and ``infer``, as the
 protocol specifies them; errors are ``{"error": "..."}`` with the HTTP status.
 """
 
-from flask import current_app
+import numpy as np
+from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import abort
 
@@ -20,6 +21,7 @@ from app.api.schemas import (
     ProtocolErrorSchema,
 )
 from app.inference import InvalidInput, infer, tensors_to_inputs
+from app.json_provider import dumps
 from app.serving import served_runner, serving_state
 
 blp = ProtocolBlueprint(
@@ -31,8 +33,11 @@ blp = ProtocolBlueprint(
 
 SERVER_NAME = "model-server"
 SERVER_VERSION = "1.0.0"
-# What the served artifacts are, in the protocol's words.
-PLATFORM = "litert"
+# The protocol's <project>_<format> for the served artifacts: LiteRT running a
+# TensorFlow Lite flatbuffer (as Triton says "tensorflow_savedmodel", "onnxruntime_onnx").
+PLATFORM = "litert_tflite"
+# The binary tensor data extension: raw tensors after the JSON, both ways.
+EXTENSIONS = ["binary_tensor_data"]
 
 
 def served_model(name: str, version: str | None = None):
@@ -53,7 +58,7 @@ class ServerMetadata(MethodView):
     @blp.response(200, OipServerMetadataSchema)
     def get(self):
         """Server metadata: name, version, extensions"""
-        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
 
 @blp.route("/health/live")
@@ -98,10 +103,12 @@ class ModelMetadata(MethodView):
 class ModelReady(MethodView):
     @blp.response(200, OipModelReadySchema)
     @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    @blp.alt_response(503, schema=OipModelReadySchema, description="This worker is draining.")
     def get(self, name, version=None):
-        """200 when the model (version) is ready for inference"""
+        """200 when the model (version) is ready for inference; 503 while draining"""
         runner = served_model(name, version)
-        return {"name": runner.name, "ready": True}
+        ready = serving_state(current_app).ready
+        return {"name": runner.name, "ready": ready}, 200 if ready else 503
 
 
 @blp.route("/models/<segment:name>/infer", endpoint="model_infer")
@@ -119,28 +126,50 @@ class ModelInfer(MethodView):
         runner = served_model(name, version)
         compiled = runner.compiled
         known = {spec.name for spec in compiled.outputs}
-        wanted = [output["name"] for output in body.get("outputs") or []]
+        requested = body.get("outputs") or []
+        wanted = [output["name"] for output in requested]
         unknown = [output for output in wanted if output not in known]
         try:
             if unknown:
                 raise InvalidInput(400, f"Unknown output {unknown[0]!r}; outputs: {sorted(known)}.")
-            outputs = infer(runner, tensors_to_inputs(body["inputs"], compiled))
+            if len(set(wanted)) != len(wanted):
+                raise InvalidInput(400, "Each output may be requested once.")
+            inputs = tensors_to_inputs(body["inputs"], compiled, g.get("binary_tensors"))
+            outputs = infer(runner, inputs)
         except InvalidInput as error:
             abort(error.protocol_status, message=error.message, errors=error.errors)
-        response = {
-            "model_name": runner.name,
-            "model_version": str(runner.number),
-            "outputs": [
-                {
-                    "name": spec.name,
-                    "datatype": "FP32",
-                    "shape": list(outputs[spec.name].shape),
-                    "data": outputs[spec.name].reshape(-1),
-                }
-                for spec in compiled.outputs
-                if not wanted or spec.name in wanted
-            ],
-        }
-        if "id" in body:
-            response["id"] = body["id"]
+        return infer_response(runner, body, outputs, wanted)
+
+
+def infer_response(runner, body: dict, outputs: dict, wanted: list[str]):
+    """The outputs as JSON, or as a JSON header and raw tensors where the request asks for
+    binary data (``binary_data_output`` for all, ``binary_data`` per output)."""
+    everything = (body.get("parameters") or {}).get("binary_data_output") is True
+    binary = {
+        output["name"]: (output.get("parameters") or {}).get("binary_data", everything)
+        for output in body.get("outputs") or []
+    }
+    tensors, chunks = [], []
+    for spec in runner.compiled.outputs:
+        if wanted and spec.name not in wanted:
+            continue
+        array = outputs[spec.name]
+        tensor = {"name": spec.name, "datatype": "FP32", "shape": list(array.shape)}
+        if binary.get(spec.name, everything) is True:
+            chunks.append(np.ascontiguousarray(array, dtype="<f4").tobytes())
+            tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            tensor["data"] = array.reshape(-1)
+        tensors.append(tensor)
+    response = {"model_name": runner.name, "model_version": str(runner.number)}
+    if "id" in body:
+        response["id"] = body["id"]
+    response["outputs"] = tensors
+    if not chunks:
         return response
+    header = dumps(response)
+    return current_app.response_class(
+        b"".join([header, *chunks]),
+        content_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )

@@ -2,12 +2,13 @@
 
 import gc
 import json
+import zlib
 from contextlib import contextmanager
 
 import flask_smorest
 import marshmallow as ma
 import orjson
-from flask import Request
+from flask import Request, g
 from flask_smorest import abort
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -49,25 +50,29 @@ class JsonBodyParser(FlaskParser):
 
     def _raw_load_json(self, req: Request):
         check_media_type(req, self.json_type_required)
-        body = read_body(req)
-        if not body:
-            abort(400, message="Request body is empty; expected a JSON object.")
-        try:
-            with gc_paused():
-                return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            # orjson is strict; the standard parser explains the error better and
-            # reads NaN and Infinity, which the schema then refuses with a 422.
-            pass
-        try:
-            with gc_paused():
-                return json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            abort(400, message="Request body is not valid UTF-8.")
-        except RecursionError:
-            abort(400, message="Request body is nested too deeply.")
-        except ValueError as error:  # JSONDecodeError, or an over-long integer.
-            abort(400, message=f"Request body is not valid JSON: {error}.")
+        return load_json(read_body(req))
+
+
+def load_json(body: bytes):
+    """A JSON document from a body, or a 400 saying what is wrong with it."""
+    if not body:
+        abort(400, message="Request body is empty; expected a JSON object.")
+    try:
+        with gc_paused():
+            return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson is strict; the standard parser explains the error better and
+        # reads NaN and Infinity, which the schema then refuses with a 422.
+        pass
+    try:
+        with gc_paused():
+            return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        abort(400, message="Request body is not valid UTF-8.")
+    except RecursionError:
+        abort(400, message="Request body is nested too deeply.")
+    except ValueError as error:  # JSONDecodeError, or an over-long integer.
+        abort(400, message=f"Request body is not valid JSON: {error}.")
 
 
 @contextmanager
@@ -88,7 +93,9 @@ def gc_paused():
             gc.enable()
 
 
-def check_media_type(req: Request, json_type_required: bool = True) -> None:
+def check_media_type(
+    req: Request, json_type_required: bool = True, encodings: tuple[str, ...] = ()
+) -> None:
     """Answer 415 unless the body is plain JSON in UTF-8, not encoded in any other way.
 
     Flask's ``is_json`` also takes ``application/*+json`` (JSON:API, JSON-LD),
@@ -105,8 +112,9 @@ def check_media_type(req: Request, json_type_required: bool = True) -> None:
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         abort(415, message=f"JSON must be UTF-8 encoded, not {charset!r}.")
     encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        abort(415, message=f"Content-Encoding {encoding!r} is not supported; send plain JSON.")
+    if encoding not in ("", "identity", *encodings):
+        accepted = ", ".join(("identity", *encodings))
+        abort(415, message=f"Content-Encoding {encoding!r} is not supported; use {accepted}.")
     transfer = req.headers.get("Transfer-Encoding", "chunked").replace(" ", "").lower()
     if transfer not in ("", "chunked"):
         abort(415, message=f"Transfer-Encoding {transfer!r} is not supported; use chunked.")
@@ -176,22 +184,61 @@ def document_only(smorest_decorator):
 
 
 class ProtocolBodyParser(JsonBodyParser):
-    """The standard protocols' bodies are JSON whatever the Content-Type, as TensorFlow
-    Serving and Triton read them: tritonclient sends none, and TensorFlow Serving's
-    documented `curl -d` sends application/x-www-form-urlencoded. A charset other than
-    UTF-8 or a Content-Encoding is still 415. Open Inference's binary tensor extension
-    is refused: only JSON tensors are read."""
+    """The standard protocols' bodies, read the way their clients send them.
+
+    JSON whatever the Content-Type, as TensorFlow Serving and Triton read
+    them: tritonclient sends none, and TensorFlow Serving's documented
+    `curl -d` sends application/x-www-form-urlencoded. Compressed with gzip or
+    deflate, as tritonclient's ``request_compression_algorithm`` sends it,
+    within MAX_CONTENT_LENGTH once decompressed. And the Open Inference
+    Protocol's binary tensor data extension: with an
+    ``Inference-Header-Content-Length`` header, the JSON is that many bytes
+    and the raw tensors follow it (kept in ``g.binary_tensors``).
+    """
 
     json_type_required = False
 
     def _raw_load_json(self, req: Request):
-        if "Inference-Header-Content-Length" in req.headers:
+        check_media_type(req, self.json_type_required, ("gzip", "deflate"))
+        body = decompressed(req, read_body(req))
+        header = req.headers.get("Inference-Header-Content-Length")
+        if header is None:
+            return load_json(body)
+        if not header.strip().isdigit() or not 0 < int(header) <= len(body):
             abort(
                 400,
-                message="The binary tensor data extension is not supported; send JSON "
-                "tensors (tritonclient: binary_data=False).",
+                message=f"Inference-Header-Content-Length {header!r} is not a length within "
+                f"the {len(body)}-byte body.",
             )
-        return super()._raw_load_json(req)
+        g.binary_tensors = memoryview(body)[int(header) :]
+        return load_json(body[: int(header)])
+
+
+def decompressed(req: Request, body: bytes) -> bytes:
+    """The body as sent before its Content-Encoding; a 413 past MAX_CONTENT_LENGTH.
+
+    At most the limit plus one byte is ever inflated, so a zip bomb costs no
+    more memory than a plain body at the limit.
+    """
+    encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    limit = req.max_content_length
+    # gzip's header (wbits 31); "deflate" is zlib's format as browsers and
+    # tritonclient send it (15), and some clients send it raw (-15).
+    for wbits in (31,) if encoding == "gzip" else (15, -15):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as error:
+            problem = error
+            continue
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise RequestEntityTooLarge()
+        if not inflater.eof:
+            abort(400, message=f"The {encoding} body is cut short.")
+        return data
+    abort(400, message=f"The body is not valid {encoding} data ({problem}).")
 
 
 class ProtocolBlueprint(Blueprint):

@@ -198,7 +198,10 @@ class OipServerMetadataSchema(Schema):
     version = fields.String(metadata={"description": "Server version.", "example": "1.0.0"})
     extensions = fields.List(
         fields.String(),
-        metadata={"description": "Protocol extensions supported: none.", "example": []},
+        metadata={
+            "description": "Protocol extensions supported: the binary tensor data extension.",
+            "example": ["binary_tensor_data"],
+        },
     )
 
 
@@ -232,7 +235,10 @@ class OipModelMetadataSchema(Schema):
         fields.String(), metadata={"description": "The served version.", "example": ["1"]}
     )
     platform = fields.String(
-        metadata={"description": "The runtime: `litert`.", "example": "litert"}
+        metadata={
+            "description": "`<project>_<format>`: LiteRT running a TensorFlow Lite flatbuffer.",
+            "example": "litert_tflite",
+        }
     )
     inputs = fields.List(
         fields.Nested(OipTensorMetadataSchema),
@@ -264,11 +270,16 @@ class OipInputTensorSchema(Schema):
             "example": "FP32",
         },
     )
-    parameters = fields.Dict(metadata={"description": "Ignored.", "example": {}})
-    data = fields.Raw(
-        required=True,
+    parameters = fields.Dict(
         metadata={
-            "description": "The values, flat in row-major order or nested by shape.",
+            "description": "`binary_data_size`: the input's bytes after the JSON header "
+            "(binary tensor data extension), in place of `data`. Others are ignored.",
+            "example": {},
+        }
+    )
+    data = fields.Raw(
+        metadata={
+            "description": "The values, flat in row-major order or nested exactly as the shape.",
             "example": [10.0, -1.5],
         },
     )
@@ -282,7 +293,13 @@ class OipRequestedOutputSchema(Schema):
     name = fields.String(
         required=True, metadata={"description": "An output to return.", "example": "y"}
     )
-    parameters = fields.Dict(metadata={"description": "Ignored.", "example": {}})
+    parameters = fields.Dict(
+        metadata={
+            "description": "`binary_data`: return this output as raw bytes after the JSON "
+            "header. Others are ignored.",
+            "example": {},
+        }
+    )
 
 
 class OipInferRequestSchema(Schema):
@@ -291,7 +308,13 @@ class OipInferRequestSchema(Schema):
         unknown = EXCLUDE
 
     id = fields.String(metadata={"description": "Echoed in the response.", "example": "42"})
-    parameters = fields.Dict(metadata={"description": "Ignored.", "example": {}})
+    parameters = fields.Dict(
+        metadata={
+            "description": "`binary_data_output`: return every output as raw bytes after "
+            "the JSON header. Others are ignored.",
+            "example": {},
+        }
+    )
     inputs = fields.List(
         fields.Nested(OipInputTensorSchema),
         required=True,
@@ -312,6 +335,12 @@ class OipOutputTensorSchema(Schema):
     data = fields.Raw(
         metadata={"description": "The values, flat in row-major order.", "example": [31.0, -3.5]}
     )
+    parameters = fields.Dict(
+        metadata={
+            "description": "`binary_data_size`, in place of `data`, for a binary output.",
+            "example": {},
+        }
+    )
 
 
 class OipInferResponseSchema(Schema):
@@ -327,6 +356,16 @@ class OipInferResponseSchema(Schema):
 
 
 class TfsStatusSchema(Schema):
+    name = fields.String(
+        metadata={"description": "The model's name (KServe's v1 protocol).", "example": "linear"}
+    )
+    ready = fields.Boolean(
+        metadata={
+            "description": "Whether this worker serves it: false while draining "
+            "(KServe's v1 protocol).",
+            "example": True,
+        }
+    )
     model_version_status = fields.List(
         fields.Dict(),
         metadata={
@@ -358,8 +397,15 @@ class TfsMetadataSchema(Schema):
 
 
 class TfsPredictRequestSchema(Schema):
+    class Meta:
+        # TensorFlow Serving ignores keys it does not know.
+        unknown = EXCLUDE
+
     signature_name = fields.String(
-        metadata={"description": "Only `serving_default`.", "example": "serving_default"}
+        metadata={
+            "description": "Only `serving_default` (empty means the default).",
+            "example": "serving_default",
+        }
     )
     instances = fields.Raw(
         metadata={

@@ -5,6 +5,7 @@ format) answered with ``predictions``, ``inputs`` (columnar) with ``outputs``,
 and errors as ``{"error": "..."}``.
 """
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import abort
 
@@ -16,15 +17,8 @@ from app.api.schemas import (
     TfsPredictResponseSchema,
     TfsStatusSchema,
 )
-from app.inference import (
-    InvalidInput,
-    columns_to_inputs,
-    infer,
-    instances_to_inputs,
-    rows_of,
-    squeezed,
-)
-from app.serving import served_runner
+from app.inference import InvalidInput, columns_to_inputs, infer, instances_to_inputs, rows_of
+from app.serving import served_runner, serving_state
 
 blp = ProtocolBlueprint(
     "tf_serving",
@@ -65,10 +59,13 @@ class ModelStatus(MethodView):
         """Model status: the served version, AVAILABLE"""
         runner = served_model(name, version)
         status = {"error_code": "OK", "error_message": ""}
+        # "name" and "ready" are KServe's v1 protocol, which its SDK reads from this path.
         return {
+            "name": runner.name,
+            "ready": serving_state(current_app).ready,
             "model_version_status": [
                 {"version": str(runner.number), "state": "AVAILABLE", "status": status}
-            ]
+            ],
         }
 
 
@@ -110,7 +107,8 @@ class Predict(MethodView):
         """Predict from `instances` (row format) or `inputs` (columnar), as TF Serving does"""
         runner = served_model(name, version)
         compiled = runner.compiled
-        signature = body.get("signature_name", SIGNATURE)
+        # TensorFlow Serving reads an empty name as the default, as its metadata reports it.
+        signature = body.get("signature_name") or SIGNATURE
         try:
             if signature != SIGNATURE:
                 raise InvalidInput(
@@ -120,11 +118,31 @@ class Predict(MethodView):
                 raise InvalidInput(400, 'Give exactly one of "instances" and "inputs".')
             if "instances" in body:
                 outputs = infer(runner, instances_to_inputs(body["instances"], compiled))
-                return {"predictions": rows_of(outputs, compiled.outputs)}
+                # Each output exactly as TensorFlow Serving writes it: a (None, 1)
+                # output gives [[v], ...], never bare numbers.
+                return {"predictions": rows_of(outputs, compiled.outputs, squeeze=False)}
             outputs = infer(runner, columns_to_inputs(body["inputs"], compiled))
         except InvalidInput as error:
             abort(error.protocol_status, message=error.message, errors=error.errors)
         if len(compiled.outputs) == 1:
-            (spec,) = compiled.outputs
-            return {"outputs": squeezed(outputs[spec.name], spec)}
-        return {"outputs": {s.name: squeezed(outputs[s.name], s) for s in compiled.outputs}}
+            return {"outputs": outputs[compiled.outputs[0].name]}
+        return {"outputs": {spec.name: outputs[spec.name] for spec in compiled.outputs}}
+
+
+@blp.route("/<segment:name>:<any(classify, regress):method>", endpoint="classify_regress")
+@blp.route(
+    "/<segment:name>/versions/<segment:version>:<any(classify, regress):method>",
+    endpoint="version_classify_regress",
+)
+class ClassifyRegress(MethodView):
+    @blp.response(400, ProtocolErrorSchema)
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    def post(self, name, method, version=None):
+        """Classify and regress: 400, as TF Serving answers a model with only a predict signature"""
+        served_model(name, version)
+        kind = "classification" if method == "classify" else "regression"
+        abort(
+            400,
+            message=f"Expected {kind} signature method_name to be tensorflow/serving/{method}. "
+            "Was: tensorflow/serving/predict",
+        )

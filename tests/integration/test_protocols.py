@@ -113,3 +113,100 @@ def test_kserve_client_infers_two_inputs_and_two_outputs(multi_server, multi_ker
     scores, total = multi_keras.predict([features, grid], verbose=0)
     np.testing.assert_allclose(outputs["scores"], scores, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(outputs["total"], total, rtol=RTOL, atol=ATOL)
+
+
+# The clients at their defaults: binary tensors both ways (the binary tensor data
+# extension), as every example in tritonclient's and KServe's documentation sends them.
+
+
+def default_triton_input(name, array):
+    tensor = triton.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def test_tritonclient_defaults_send_and_receive_binary_tensors(multi_server, multi_keras):
+    client = triton_client(multi_server)
+    features, grid = multi_batch(seed=11)
+    inputs = [default_triton_input("features", features), default_triton_input("grid", grid)]
+    result = client.infer("multi", inputs)
+    response = result.get_response()
+    assert all("binary_data_size" in output["parameters"] for output in response["outputs"])
+    scores, total = multi_keras.predict([features, grid], verbose=0)
+    np.testing.assert_allclose(result.as_numpy("scores"), scores, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(result.as_numpy("total"), total, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_async_infer_with_compressed_requests(server, keras_model, algorithm):
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{server.port}", concurrency=2)
+    inputs = np.array([[10.0], [-2.0], [3.5]], np.float32)
+    pending = client.async_infer(
+        "linear",
+        [default_triton_input("x", inputs)],
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    np.testing.assert_allclose(
+        pending.get_result().as_numpy("y"),
+        keras_model.predict(inputs, verbose=0),
+        rtol=RTOL,
+        atol=ATOL,
+    )
+
+
+def test_tritonclient_aio_defaults(server, keras_model):
+    import tritonclient.http.aio as triton_aio
+
+    async def infer():
+        client = triton_aio.InferenceServerClient(url=f"127.0.0.1:{server.port}")
+        try:
+            tensor = triton_aio.InferInput("x", [2, 1], "FP32")
+            tensor.set_data_from_numpy(np.array([[1.0], [2.0]], np.float32))
+            result = await client.infer("linear", [tensor])
+            return result.as_numpy("y")
+        finally:
+            await client.close()
+
+    expected = keras_model.predict(np.array([[1.0], [2.0]], np.float32), verbose=0)
+    np.testing.assert_allclose(asyncio.run(infer()), expected, rtol=RTOL, atol=ATOL)
+
+
+def test_kserve_default_client_speaks_v1_liveness_and_readiness(server):
+    async def call():
+        client = InferenceRESTClient(RESTConfig(retries=0, timeout=10))
+        try:
+            return (
+                await client.is_server_live(server.url),
+                await client.is_model_ready(server.url, "linear"),
+            )
+        finally:
+            await client.close()
+
+    assert asyncio.run(call()) == (True, True)
+
+
+def test_kserve_v2_client_with_binary_inputs(server, keras_model):
+    inputs = np.array([[10.0], [0.25]], np.float32)
+    tensor = InferInput("x", list(inputs.shape), "FP32")
+    tensor.set_data_from_numpy(inputs)  # binary_data=True by default
+    request = InferRequest("linear", [tensor], request_id="kserve-binary")
+    response = kserve_call(kserve("infer"), server.url, request, model_name="linear")
+    np.testing.assert_allclose(
+        response.outputs[0].as_numpy(), keras_model.predict(inputs, verbose=0), rtol=RTOL, atol=ATOL
+    )
+
+
+def test_an_image_as_binary_tensors_through_tritonclient(zoo, tmp_path_factory):
+    from tests.models import in_domain, keras_outputs
+
+    entry = zoo["mobilenet"]
+    server = start(entry.model_dir, tmp_path_factory)
+    try:
+        ((name, image),) = in_domain(entry.keras, 2).items()  # Keras names the input.
+        client = triton_client(server)
+        result = client.infer("mobilenet", [default_triton_input(name, image)])
+        expected = keras_outputs(entry.keras, {name: image})["predictions"]
+        np.testing.assert_allclose(result.as_numpy("predictions"), expected, rtol=1e-3, atol=1e-5)
+    finally:
+        server.stop()

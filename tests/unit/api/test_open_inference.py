@@ -1,5 +1,9 @@
 """/v2: the Open Inference Protocol, for the notebook model and the multi-tensor model."""
 
+import gzip
+import json
+import zlib
+
 import numpy as np
 import pytest
 
@@ -9,7 +13,11 @@ def infer_body(data, shape, datatype="FP32", name="x", **extra):
 
 
 def test_server_metadata_and_health(client):
-    assert client.get("/v2").json == {"name": "model-server", "version": "1.0.0", "extensions": []}
+    assert client.get("/v2").json == {
+        "name": "model-server",
+        "version": "1.0.0",
+        "extensions": ["binary_tensor_data"],
+    }
     assert client.get("/v2/health/live").json == {"live": True}
     assert client.get("/v2/health/ready").json == {"ready": True}
 
@@ -25,7 +33,7 @@ def test_model_metadata_names_inputs_and_outputs_with_minus_one_for_the_batch(cl
     assert client.get(path).json == {
         "name": "linear",
         "versions": ["1"],
-        "platform": "litert",
+        "platform": "litert_tflite",
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 1]}],
     }
@@ -76,7 +84,11 @@ def test_datatypes_float32_holds_exactly_are_taken(client, datatype):
         (infer_body(["a"], [1, 1], "BYTES"), "BYTES"),
         (infer_body([300], [1, 1], "UINT8"), "not an integer from 0 to 255"),
         (infer_body([1.5], [1, 1], "INT8"), "not an integer"),
-        (infer_body([1, 2, 3], [2, 1]), "has 3 values; shape [2, 1] needs 2"),
+        (infer_body([1, 2, 3], [2, 1]), "data of shape [3]; shape [2, 1] needs 2 values"),
+        (infer_body([[1], [], [2]], [2, 1]), "nested data is ragged"),
+        (infer_body([[1, 2]], [2, 1]), "data of shape [1, 2]; shape [2, 1] needs 2"),
+        (infer_body([70000], [1, 1], datatype="FP16"), "beyond FP16's range"),
+        (infer_body([1e30], [1, 1], datatype="FP16"), "beyond FP16's range"),
         (infer_body([1, 2], [1, 2]), "has shape [1, 2]; the model takes [-1, 1]"),
         (infer_body([1, 2], [2]), "has shape [2]"),
         (infer_body([1, "2"], [2, 1]), "'2' is not a finite number"),
@@ -119,21 +131,144 @@ def test_the_body_is_json_whatever_its_declared_type_as_triton_reads_it(client, 
 
 
 @pytest.mark.parametrize(
-    "headers", [{"Content-Encoding": "gzip"}, {"Content-Type": "application/json; charset=latin-1"}]
+    "headers", [{"Content-Encoding": "br"}, {"Content-Type": "application/json; charset=latin-1"}]
 )
 def test_an_encoding_or_charset_it_cannot_read_is_still_415(client, headers):
     response = client.post("/v2/models/linear/infer", data=b"{}", headers=headers)
     assert response.status_code == 415 and list(response.json) == ["error"]
 
 
-def test_the_binary_tensor_extension_is_refused_with_the_way_out(client):
-    response = client.post(
-        "/v2/models/linear/infer",
-        data=b"{}",
-        headers={"Inference-Header-Content-Length": "2"},
-        content_type="application/octet-stream",
+def binary_request(tensors: dict, header: dict | None = None, **extra):
+    """A request in the binary tensor data extension: JSON header, then raw tensors."""
+    inputs = [
+        {
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": datatype,
+            "parameters": {"binary_data_size": array.nbytes},
+        }
+        for name, (array, datatype) in tensors.items()
+    ]
+    document = json.dumps({"inputs": inputs, **extra}).encode()
+    data = document + b"".join(array.tobytes() for array, _ in tensors.values())
+    headers = {"Inference-Header-Content-Length": str(len(document)), **(header or {})}
+    return data, headers
+
+
+def read_binary_response(response) -> tuple[dict, dict]:
+    """The JSON header and each binary output as a float32 array."""
+    length = int(response.headers["Inference-Header-Content-Length"])
+    header, rest, arrays = json.loads(response.data[:length]), response.data[length:], {}
+    for output in header["outputs"]:
+        size = output.get("parameters", {}).get("binary_data_size")
+        if size is not None:
+            arrays[output["name"]] = np.frombuffer(rest[:size], "<f4").reshape(output["shape"])
+            rest = rest[size:]
+    assert rest == b""
+    return header, arrays
+
+
+@pytest.mark.parametrize(
+    "datatype, array",
+    [
+        ("FP32", np.array([[10.0], [-1.5]], "<f4")),
+        ("FP16", np.array([[10.0], [-1.5]], "<f2")),
+        ("UINT8", np.array([[10], [255]], "u1")),
+        ("INT16", np.array([[-300], [7]], "<i2")),
+    ],
+)
+def test_binary_inputs_and_outputs_match_the_json_answer(client, runner, datatype, array):
+    data, headers = binary_request(
+        {"x": (array, datatype)}, parameters={"binary_data_output": True}
     )
-    assert response.status_code == 400 and "binary_data=False" in response.json["error"]
+    response = client.post("/v2/models/linear/infer", data=data, headers=headers)
+    assert response.status_code == 200, response.data[:300]
+    header, arrays = read_binary_response(response)
+    assert header["outputs"][0]["parameters"] == {"binary_data_size": 8}
+    assert "data" not in header["outputs"][0]
+    expected = runner.run([array.astype(np.float32)])[0]
+    np.testing.assert_array_equal(arrays["y"], expected)
+
+
+def test_binary_outputs_are_chosen_per_output(multi_app, multi_runner):
+    features = np.ones((2, 3), "<f4")
+    grid = np.zeros((2, 2, 2), "<f4")
+    outputs = [
+        {"name": "scores", "parameters": {"binary_data": True}},
+        {"name": "total", "parameters": {"binary_data": False}},
+    ]
+    data, headers = binary_request(
+        {"features": (features, "FP32"), "grid": (grid, "FP32")}, outputs=outputs
+    )
+    response = multi_app.test_client().post("/v2/models/multi/infer", data=data, headers=headers)
+    header, arrays = read_binary_response(response)
+    scores, total = multi_runner.run([features, grid])
+    np.testing.assert_array_equal(arrays["scores"], scores)
+    assert header["outputs"][1]["data"] == pytest.approx(total.ravel().tolist())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d, h: (d + b"\0\0\0\0", h), "4 bytes of binary data follow"),
+        (lambda d, h: (d[:-4], h), "needs 8 bytes of binary data; 4 remain"),
+        (lambda d, h: (d, {**h, "Inference-Header-Content-Length": "9999"}), "not a length"),
+        (lambda d, h: (d, {**h, "Inference-Header-Content-Length": "-1"}), "not a length"),
+        (lambda d, h: (d.replace(b'"binary_data_size": 8', b'"binary_data_size": 4'), h), "is 8"),
+    ],
+)
+def test_binary_data_that_does_not_add_up_is_400(client, change, message):
+    data, headers = binary_request({"x": (np.array([[1.0], [2.0]], "<f4"), "FP32")})
+    data, headers = change(data, headers)
+    response = client.post("/v2/models/linear/infer", data=data, headers=headers)
+    assert response.status_code == 400 and message in response.json["error"], response.json
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, np.finfo(np.float32).max])
+def test_binary_floats_that_are_not_finite_float32_are_400(client, value):
+    data, headers = binary_request({"x": (np.array([[1.0], [value]], "<f4"), "FP32")})
+    response = client.post("/v2/models/linear/infer", data=data, headers=headers)
+    assert response.status_code == 400 and "not finite" in response.json["error"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_request_is_read_as_tritonclient_sends_it(client, encoding):
+    body = json.dumps(infer_body([10.0], [1, 1])).encode()
+    data = gzip.compress(body) if encoding == "gzip" else zlib.compress(body)
+    response = client.post(
+        "/v2/models/linear/infer", data=data, headers={"Content-Encoding": encoding}
+    )
+    assert response.status_code == 200, response.json
+
+
+def test_a_zip_bomb_is_413_after_inflating_no_more_than_the_limit(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    bomb = gzip.compress(b"[" + b" " * (64 * 1024 * 1024) + b"]", compresslevel=9)
+    assert len(bomb) < 1024 * 1024
+    response = client.post(
+        "/v2/models/linear/infer", data=bomb, headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 413 and list(response.json) == ["error"]
+
+
+def test_corrupt_compressed_data_is_400(client):
+    response = client.post(
+        "/v2/models/linear/infer", data=b"not gzip", headers={"Content-Encoding": "gzip"}
+    )
+    assert response.status_code == 400 and "not valid gzip" in response.json["error"]
+
+
+def test_model_readiness_agrees_with_server_readiness_while_draining(app, client):
+    app.extensions["serving"].draining = True
+    assert client.get("/v2/health/ready").status_code == 503
+    response = client.get("/v2/models/linear/ready")
+    assert response.status_code == 503 and response.json == {"name": "linear", "ready": False}
+
+
+def test_an_output_requested_twice_is_400(client):
+    body = infer_body([1.0], [1, 1], outputs=[{"name": "y"}, {"name": "y"}])
+    response = client.post("/v2/models/linear/infer", json=body)
+    assert response.status_code == 400 and "once" in response.json["error"]
 
 
 def test_fields_a_client_adds_are_ignored(client):

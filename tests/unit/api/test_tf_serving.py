@@ -13,13 +13,15 @@ def post(client, path, raw: bytes):
 @pytest.mark.parametrize("path", ["/v1/models/linear", "/v1/models/linear/versions/1"])
 def test_model_status_is_available(client, path):
     assert client.get(path).json == {
+        "name": "linear",
+        "ready": True,
         "model_version_status": [
             {
                 "version": "1",
                 "state": "AVAILABLE",
                 "status": {"error_code": "OK", "error_message": ""},
             }
-        ]
+        ],
     }
 
 
@@ -48,7 +50,10 @@ def test_the_documented_row_request_answers_predictions(client, runner, raw):
     assert response.status_code == 200, response.json
     expected = runner.predict(np.array([1.0, 2.0, 5.0], np.float32))
     assert list(response.json) == ["predictions"]
-    np.testing.assert_array_equal(np.array(response.json["predictions"], np.float32), expected)
+    # A (None, 1) output, as TensorFlow Serving writes it: [[v], [v], [v]].
+    predictions = response.json["predictions"]
+    assert [len(row) for row in predictions] == [1, 1, 1]
+    np.testing.assert_array_equal(np.array(predictions, np.float32)[:, 0], expected)
 
 
 def test_the_documented_curl_command_works_as_curl_sends_it(client, runner):
@@ -64,7 +69,38 @@ def test_the_documented_columnar_request_answers_outputs(client, runner):
     response = post(client, "/v1/models/linear/versions/1:predict", DOCS_COLUMNAR)
     assert response.status_code == 200, response.json
     expected = runner.predict(np.array([1.0, 2.0, 5.0], np.float32))
-    np.testing.assert_array_equal(np.array(response.json["outputs"], np.float32), expected)
+    outputs = np.array(response.json["outputs"], np.float32)
+    assert outputs.shape == (3, 1)  # TensorFlow Serving's [N, 1] tensor.
+    np.testing.assert_array_equal(outputs[:, 0], expected)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"signature_name": "", "instances": [1.0]}',
+        b'{"instances": [1.0], "extra": 1, "options": {"a": 1}}',
+    ],
+    ids=["empty-signature-name", "unknown-keys"],
+)
+def test_requests_tf_serving_accepts_are_accepted(client, raw):
+    response = post(client, "/v1/models/linear:predict", raw)
+    assert response.status_code == 200, response.json
+
+
+@pytest.mark.parametrize("method", ["classify", "regress"])
+def test_classify_and_regress_answer_as_tf_serving_does_for_a_predict_only_model(client, method):
+    response = post(client, f"/v1/models/linear:{method}", b'{"examples": []}')
+    assert response.status_code == 400
+    assert response.json["error"].startswith(
+        f"Expected {'classification' if method == 'classify' else 'regression'} signature"
+    )
+
+
+def test_kserve_v1_liveness_and_readiness(client, app):
+    assert client.get("/").json == {"status": "alive"}
+    assert client.get("/v1/models/linear").json["ready"] is True
+    app.extensions["serving"].draining = True
+    assert client.get("/v1/models/linear").json["ready"] is False
 
 
 @pytest.mark.parametrize(
@@ -78,7 +114,6 @@ def test_the_documented_columnar_request_answers_outputs(client, runner):
         ("/v1/models/linear:predict", b'{"instances": ["a"]}', 400, "finite number"),
         ("/v1/models/linear:predict", b'{"instances": []}', 400, "non-empty"),
         ("/v1/models/linear:predict", b'{"inputs": {"z": [1]}}', 400, "exactly the model"),
-        ("/v1/models/linear:predict", b'{"instances": [1], "extra": 1}', 400, "Unknown field"),
         ("/v1/models/linear:predict", b"[", 400, "not valid JSON"),
     ],
 )
@@ -115,9 +150,7 @@ class TestMultiTensorModel:
         scores, total = self.expected(multi_keras)
         predictions = response.json["predictions"]
         np.testing.assert_allclose([p["scores"] for p in predictions], scores, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(
-            [p["total"] for p in predictions], total[:, 0], rtol=1e-4, atol=1e-5
-        )
+        np.testing.assert_allclose([p["total"] for p in predictions], total, rtol=1e-4, atol=1e-5)
 
     def test_columnar_format_answers_outputs_by_name(self, client, multi_keras):
         response = post(client, "/v1/models/multi:predict", self.COLUMNAR)
@@ -125,4 +158,4 @@ class TestMultiTensorModel:
         scores, total = self.expected(multi_keras)
         outputs = response.json["outputs"]
         np.testing.assert_allclose(outputs["scores"], scores, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(outputs["total"], total[:, 0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(outputs["total"], total, rtol=1e-4, atol=1e-5)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import keras
+import pytest
 import requests
 
 from tests.conftest import make_blocking, save_version
@@ -165,3 +166,65 @@ def test_the_masters_memory_stays_flat_over_a_hundred_reloads(store, make_server
         replace_workers(server)
     # Measured: 7.0 MB more when the garbage of each reload stayed frozen, 12 kB now.
     assert master_rss_kib(server) - before < 1500
+
+
+def copy_with_metadata(store, name: str, change) -> None:
+    """Version 1 copied as ``name``, its metadata.json changed by ``change``."""
+    shutil.copytree(store / "1", store / name)
+    metadata = json.loads((store / name / "metadata.json").read_text())
+    change(metadata)
+    (store / name / "metadata.json").write_text(json.dumps(metadata))
+
+
+def nest(metadata):
+    metadata["deep"] = json.loads('{"a": ' * 300 + "1" + "}" * 300)
+
+
+def many_buckets(metadata):
+    metadata["input_profile"]["x"]["upper_bounds"] = list(range(101))
+    metadata["input_profile"]["x"]["fractions"] = [0.0] * 102
+
+
+def foreign_artifact(metadata):
+    metadata["artifacts"]["../../../../etc/hostname"] = "0" * 64
+
+
+STORE_CASES = {
+    "1-and-01": (
+        lambda store: [shutil.copytree(store / "1", store / name) for name in ("2", "02")],
+        "02 and 2 both name version 2",
+    ),
+    "beyond-int64": (lambda store: shutil.copytree(store / "1", store / str(2**64)), "2^63 - 1"),
+    "deep-metadata": (lambda store: copy_with_metadata(store, "2", nest), "nested over 32"),
+    "many-buckets": (lambda store: copy_with_metadata(store, "2", many_buckets), "bucket bounds"),
+    "path-in-artifacts": (
+        lambda store: copy_with_metadata(store, "2", foreign_artifact),
+        "not a file name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STORE_CASES)
+def test_a_store_that_names_a_version_wrongly_keeps_the_right_one_serving(store, make_server, case):
+    server = make_server(store)
+    change, message = STORE_CASES[case]
+    reload_keeps_serving_version_1(server, lambda: change(store), message)
+
+
+def test_a_symlinked_model_dir_keeps_its_name_when_the_link_flips(store, make_server, tmp_path):
+    releases = tmp_path / "releases"
+    shutil.copytree(store, releases / "blue")
+    shutil.copytree(store / "1", releases / "green" / "2")
+    link = tmp_path / "current" / "linear"
+    link.parent.mkdir()
+    link.symlink_to(releases / "blue")
+    server = make_server(link)
+    assert requests.get(f"{server.url}/v2/models/linear/ready", timeout=5).status_code == 200
+    flipped = link.with_name("flipped")
+    flipped.symlink_to(releases / "green")
+    flipped.replace(link)  # Atomically, as a deploy flips it.
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: served_versions(server.url) == {"2"})
+    model = requests.get(f"{server.url}/model", timeout=5).json()
+    assert model["name"] == "linear"
+    assert requests.get(f"{server.url}/v1/models/linear", timeout=5).json()["ready"] is True

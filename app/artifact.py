@@ -250,14 +250,11 @@ def exists(directory: Path) -> bool:
     return (directory / SIGNATURE_FILE).is_file()
 
 
-def read_bounded(
-    path: Path, limit: int, expected_size: int | None = None, setting: str = "size"
-) -> bytes:
-    """A regular file's bytes, refused by ``stat`` alone when it could not be right.
+def checked_size(path: Path, limit: int, setting: str = "size") -> int:
+    """A regular file's size, refused by ``stat`` alone when it could not be right.
 
-    Not a regular file (a FIFO or a device would block or never end), larger
-    than ``limit``, or of another size than the signature records: refused
-    before a byte is read.
+    Not a regular file (a FIFO or a device would block or never end), or
+    larger than ``limit``: refused before a byte is read.
     """
     try:
         facts = os.stat(path)
@@ -269,10 +266,17 @@ def read_bounded(
         raise ArtifactError(
             f"{path.name} is {facts.st_size:,} bytes, over the {setting} limit of {limit:,}"
         )
-    if expected_size is not None and facts.st_size != expected_size:
-        raise ArtifactError(
-            f"{path.name} is {facts.st_size:,} bytes, the signature says {expected_size:,}"
-        )
+    return facts.st_size
+
+
+def read_bounded(
+    path: Path, limit: int, expected_size: int | None = None, setting: str = "size"
+) -> bytes:
+    """A regular file's bytes, checked as ``checked_size`` does and against the size the
+    signature records, before a byte is read."""
+    size = checked_size(path, limit, setting)
+    if expected_size is not None and size != expected_size:
+        raise ArtifactError(f"{path.name} is {size:,} bytes, the signature says {expected_size:,}")
     try:
         return path.read_bytes()
     except OSError as error:
@@ -280,15 +284,8 @@ def read_bounded(
 
 
 def sha256_file(path: Path, limit: int) -> str:
-    """A regular file's SHA-256, read as a stream; stat-ed first as ``read_bounded`` does."""
-    try:
-        facts = os.stat(path)
-    except OSError as error:
-        raise ArtifactError(f"{path.name} unreadable ({error.strerror or error})") from None
-    if not stat.S_ISREG(facts.st_mode):
-        raise ArtifactError(f"{path.name} is not a regular file")
-    if facts.st_size > limit:
-        raise ArtifactError(f"{path.name} is {facts.st_size:,} bytes, over the limit of {limit:,}")
+    """A regular file's SHA-256, read as a stream; checked as ``checked_size`` does first."""
+    checked_size(path, limit)
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as file:

@@ -14,9 +14,9 @@ import numpy as np
 from flask import current_app
 
 from app.artifact import FLOAT32_MAX, CompiledModel, TensorSpec, not_finite
+from app.config import limits as config_limits
 from app.errors import MAX_REPORTED_ERRORS
 from app.extensions import BATCH_SIZE
-from app.limits import Limits
 from app.model import ModelRunner
 from app.serving import log_prediction
 
@@ -209,12 +209,9 @@ def columns_to_inputs(columns, compiled: CompiledModel) -> dict[str, np.ndarray]
 def check_batch(size: int, compiled: CompiledModel) -> None:
     """413 for more instances than MAX_BATCH_SIZE, or more numbers in or out than
     MAX_TENSOR_ELEMENTS: checked before a value is converted."""
-    config = current_app.config
-    numbers = max(compiled.numbers_in, compiled.numbers_out)
-    if size <= config["MAX_BATCH_SIZE"] and size * numbers <= config["MAX_TENSOR_ELEMENTS"]:
-        return
-    limits = Limits(config["MAX_BATCH_SIZE"], config["MAX_TENSOR_ELEMENTS"])
-    raise InvalidInput(413, limits.batch_message(size, compiled.inputs, compiled.outputs))
+    limits = config_limits(current_app.config)
+    if size > limits.max_batch(compiled):
+        raise InvalidInput(413, limits.batch_message(size, compiled))
 
 
 def check_ranges(inputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> None:

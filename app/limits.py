@@ -23,27 +23,24 @@ class Limits:
     max_content_length: int | None = None
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
 
-    def max_batch(self, inputs, outputs) -> int:
+    def max_batch(self, compiled) -> int:
         """The most instances a request may carry: MAX_BATCH_SIZE, and no more numbers in
         or out than MAX_TENSOR_ELEMENTS. 0 when even one instance is over."""
-        per_instance = max(sum(spec.size for spec in inputs), sum(spec.size for spec in outputs))
+        per_instance = max(compiled.numbers_in, compiled.numbers_out)
         return min(self.max_batch_size, self.max_tensor_elements // per_instance)
 
-    def body_bytes(self, inputs) -> int:
+    def body_bytes(self, compiled) -> int:
         if self.max_content_length is not None:
             return self.max_content_length
-        one_instance = JSON_BYTES_PER_NUMBER * sum(spec.size for spec in inputs)
-        return max(DEFAULT_BODY_BYTES, one_instance)
+        return max(DEFAULT_BODY_BYTES, JSON_BYTES_PER_NUMBER * compiled.numbers_in)
 
-    def batch_message(self, size: int, inputs, outputs) -> str:
+    def batch_message(self, size: int, compiled) -> str:
         """Why a batch of ``size`` is refused, naming the setting that bounds it."""
-        limit = self.max_batch(inputs, outputs)
+        limit = self.max_batch(compiled)
         if limit == self.max_batch_size:
             return f"Batch of {size} instances exceeds MAX_BATCH_SIZE={limit}."
-        numbers_in = sum(spec.size for spec in inputs)
-        numbers_out = sum(spec.size for spec in outputs)
         return (
             f"Batch of {size} instances exceeds this model's limit of {limit}: an instance "
-            f"has {numbers_in:,} numbers in and {numbers_out:,} out, and a request may carry "
-            f"MAX_TENSOR_ELEMENTS={self.max_tensor_elements:,} either way."
+            f"has {compiled.numbers_in:,} numbers in and {compiled.numbers_out:,} out, and a "
+            f"request may carry MAX_TENSOR_ELEMENTS={self.max_tensor_elements:,} either way."
         )

@@ -145,8 +145,8 @@ def load_version(version: ModelVersion, limits: Limits = DEFAULT_LIMITS) -> Mode
     except ArtifactError as error:
         raise ModelLoadError(f"{version.path}: {error}") from error
     bundle = ModelBundle(version, metadata, compiled, source)
-    bundle.max_batch = limits.max_batch(compiled.inputs, compiled.outputs)
-    bundle.max_body_bytes = limits.body_bytes(compiled.inputs)
+    bundle.max_batch = limits.max_batch(compiled)
+    bundle.max_body_bytes = limits.body_bytes(compiled)
     if bundle.max_batch < 1:
         raise ModelLoadError(
             f"{version.path}: one instance has more numbers than "

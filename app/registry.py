@@ -122,12 +122,7 @@ def fetch(uri: ModelUri, cache_dir: Path, timeout: float) -> tuple[ModelVersion,
     tracking = public_uri(mlflow.get_tracking_uri())
     with deadline(timeout, f"the registry at {tracking}"):
         try:
-            client = mlflow.MlflowClient()
-            if uri.alias:
-                found = client.get_model_version_by_alias(uri.name, uri.alias)
-            else:
-                found = client.get_model_version(uri.name, str(uri.version))
-            download_uri = client.get_model_version_download_uri(uri.name, found.version)
+            found, download_uri = resolve(mlflow.MlflowClient(), uri)
         except RegistryUnreachable:
             raise
         except Exception as error:  # noqa: BLE001 - MLflow, requests, JSON: all mean "no answer".
@@ -153,6 +148,15 @@ def fetch(uri: ModelUri, cache_dir: Path, timeout: float) -> tuple[ModelVersion,
     (target / REGISTRY_FILE).write_text(json.dumps({**facts, "identity": identity}, indent=2))
     remember(cache_dir / uri.name, uri, target.name)
     return ModelVersion(uri.name, identity["version"], target), {**facts, "served_from": "registry"}
+
+
+def resolve(client, uri: ModelUri):
+    """The registered version ``uri`` names, and the URI of its files (what its source names)."""
+    if uri.alias:
+        found = client.get_model_version_by_alias(uri.name, uri.alias)
+    else:
+        found = client.get_model_version(uri.name, str(uri.version))
+    return found, client.get_model_version_download_uri(uri.name, found.version)
 
 
 def _classified(error: Exception, uri: ModelUri, tracking: str) -> Exception:

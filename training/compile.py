@@ -14,7 +14,6 @@ server refuses values outside it rather than answer a different number.
 """
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -319,11 +318,8 @@ def saved_profile(version_dir: Path) -> dict | None:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """A file's SHA-256, streamed and bounded as the server reads it (app/artifact.py)."""
+    return artifact.sha256_file(path, artifact.MAX_ARTIFACT_BYTES)
 
 
 @contextmanager

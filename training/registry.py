@@ -96,7 +96,7 @@ def compile_registered(text: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from app.registry import ModelUri, redact
+    from app.registry import ModelUri, redact, resolve
     from training.compile import compile_version
     from training.train import ARTIFACT_FILES, MODEL_FILENAME, sha256_file
 
@@ -106,11 +106,7 @@ def compile_registered(text: str) -> str:
         raise RegistryError(str(error)) from None
     try:
         client = mlflow.MlflowClient(tracking_uri=check_tracking_uri())
-        if uri.alias:
-            found = client.get_model_version_by_alias(uri.name, uri.alias)
-        else:
-            found = client.get_model_version(uri.name, str(uri.version))
-        download_uri = client.get_model_version_download_uri(uri.name, found.version)
+        found, download_uri = resolve(client, uri)
         with tempfile.TemporaryDirectory() as scratch:
             local = Path(
                 mlflow.artifacts.download_artifacts(

@@ -106,12 +106,13 @@ openapi: install ## Regenerate openapi.yaml from the app
 	FLASK_APP=wsgi:app $(BIN)/flask openapi write --format=yaml openapi.yaml
 
 .PHONY: bench
-bench: model ## Benchmark the real server with wrk: benchmarks/results.md and .png, image-results.md
+bench: model ## Benchmark the real server with wrk: benchmarks/results.md and .png, image-results.md, slow-clients.md
 	@command -v wrk >/dev/null || { echo "wrk missing: installing Debian's package"; \
 		(apt-get update -qq && apt-get install -y -qq wrk) || { echo "cannot install wrk; install it and rerun"; exit 1; }; }
 	$(BIN)/python -m pip install --quiet -e '.[train,dev,bench]'
 	$(BIN)/python -m benchmarks.bench
 	$(BIN)/python -m benchmarks.image
+	$(BIN)/python -m benchmarks.slow_clients
 
 .PHONY: loadtest
 loadtest: model ## Locust load test against a fresh server; report in reports/, fails on errors or slow p95

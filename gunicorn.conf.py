@@ -49,10 +49,21 @@ bind = _settings.GUNICORN_BIND
 # One process per core: inference is CPU-bound and each worker runs its own interpreter.
 workers = _settings.WEB_CONCURRENCY
 
-# Synchronous workers: the work is CPU-bound, so threads only contend for the
-# GIL; measured at 16 connections, gthread's p99 was 19-32 ms against 8 ms.
-worker_class = _settings.GUNICORN_WORKER_CLASS
+# gevent, made fair for a CPU-bound app (app/worker.py): each connection is a
+# greenlet, so idle, slow and kept-alive clients cost memory, never a worker.
+# sync and gthread are there to compare (README, "Slow and idle clients"): two
+# idle connections stall two sync workers.
+WORKER_CLASSES = {"gevent": "app.worker.ModelServerWorker", "sync": "sync", "gthread": "gthread"}
+worker_class = WORKER_CLASSES[_settings.GUNICORN_WORKER_CLASS]
 threads = _settings.GUNICORN_THREADS
+
+# Per worker: past this many open connections it stops accepting until one closes.
+worker_connections = _settings.GUNICORN_WORKER_CONNECTIONS
+
+# Keep-alive: an idle connection is closed after this many seconds. Under
+# gevent the same bound applies to every request's line and headers, counted
+# from the connection's opening or the previous answer.
+keepalive = _settings.GUNICORN_KEEPALIVE
 
 # Import the app once in the master so the workers share its pages. The
 # master also holds the verified model (bytes, no runtime) that workers serve.
@@ -142,6 +153,11 @@ def post_worker_init(worker):
     from app.serving import serving_state
 
     state = serving_state(worker.wsgi)
+    if hasattr(worker, "adopt"):  # app/worker.py's gevent worker: its turns, deadlines, timers
+        worker.adopt(state)
+        call_later = worker.call_later
+    else:
+        call_later = lambda seconds, function: threading.Timer(seconds, function).start()  # noqa: E731
 
     def stop():
         worker.alive = False
@@ -151,9 +167,20 @@ def post_worker_init(worker):
         if state.draining:  # The master repeats SIGTERM while it waits.
             return
         state.draining = True
-        threading.Timer(_settings.DRAIN_SECONDS, stop).start()
+        call_later(_settings.DRAIN_SECONDS, stop)
 
     signal.signal(signal.SIGTERM, drain)
+
+
+def pre_request(worker, req):
+    """While a worker drains, close each connection after its answer.
+
+    Kept-alive clients then reconnect, and reach an instance that is not leaving.
+    """
+    from app.serving import serving_state
+
+    if serving_state(worker.wsgi).draining:
+        req.must_close = True
 
 
 def child_exit(server, worker):

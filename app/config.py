@@ -147,9 +147,17 @@ class Config:
             environ, "WEB_CONCURRENCY", os.cpu_count() or 1, int, minimum=1, maximum=256
         )
         self.GUNICORN_WORKER_CLASS = _choice(
-            environ, "GUNICORN_WORKER_CLASS", "sync", ("sync", "gthread")
+            environ, "GUNICORN_WORKER_CLASS", "gevent", ("gevent", "sync", "gthread")
         )
         self.GUNICORN_THREADS = _number(environ, "GUNICORN_THREADS", 1, int, minimum=1, maximum=256)
+        self.GUNICORN_WORKER_CONNECTIONS = _number(
+            environ, "GUNICORN_WORKER_CONNECTIONS", 1000, int, minimum=1, maximum=100_000
+        )
+        # At least 1: with gevent it also bounds the wait for a request's headers.
+        self.GUNICORN_KEEPALIVE = _number(
+            environ, "GUNICORN_KEEPALIVE", 5, int, minimum=1, maximum=3600
+        )
+        self.BODY_TIMEOUT = _number(environ, "BODY_TIMEOUT", 60, int, minimum=1, maximum=3600)
         self.GUNICORN_TIMEOUT = _number(environ, "GUNICORN_TIMEOUT", 30, int, minimum=1)
         self.GUNICORN_GRACEFUL_TIMEOUT = _number(
             environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, int, minimum=1

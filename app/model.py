@@ -131,8 +131,9 @@ class ModelRunner:
             threads,
         )
         (self._input,) = compiled.inputs[:1]
-        # Neither the interpreter nor its tensors may be used from two threads at once.
-        self._lock = threading.Lock()
+        # Neither the interpreter nor its tensors may be used by two requests at
+        # once; the gevent worker swaps in its turns (app/worker.py).
+        self.turns = threading.Lock()
         # Set in a worker that serves it: the input monitor (app/monitoring.py).
         self.monitor = None
 
@@ -189,13 +190,13 @@ class ModelRunner:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """All outputs for float32 inputs in the signature's order, in one call."""
-        with self._lock:
+        with self.turns:
             return self._runtime(inputs)
 
     def predict(self, instances: np.ndarray) -> np.ndarray:
         """One float32 output per float32 input, for a one-number-in, one-number-out model."""
         batch = instances.reshape(-1, *self._input.feature_shape)
-        with self._lock:
+        with self.turns:
             return self._runtime([batch])[0].reshape(-1)
 
     @property

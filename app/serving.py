@@ -2,6 +2,8 @@
 
 import logging
 import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,9 @@ class ServingState:
     bundle: ModelBundle | None = None
     runner: ModelRunner | None = None
     draining: bool = False
+    # How long a request body may take to arrive, as a context manager around
+    # the read; only the gevent worker can bound a whole read (app/worker.py).
+    body_deadline: Callable[[float], AbstractContextManager] = lambda seconds: nullcontext()
 
     @property
     def ready(self) -> bool:

@@ -144,8 +144,9 @@ def wrk(target: str, script: Path | None, scenario: str, connections: int, secon
         scenario,
         connections,
         float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        parse_duration_ms(percentiles["50"]),
-        parse_duration_ms(percentiles["99"]),
+        # No answer at all (a stalled server) leaves wrk without percentiles.
+        parse_duration_ms(percentiles["50"]) if percentiles else float("nan"),
+        parse_duration_ms(percentiles["99"]) if percentiles else float("nan"),
         errors,
     )
 

@@ -8,11 +8,13 @@ from contextlib import contextmanager
 import flask_smorest
 import marshmallow as ma
 import orjson
-from flask import Request, g
+from flask import Request, current_app, g
 from flask_smorest import abort
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
+
+from app.serving import serving_state
 
 
 class JsonBodyParser(FlaskParser):
@@ -132,11 +134,15 @@ def read_body(req: Request) -> bytes:
     if limit is not None and length is not None and length > limit:
         raise RequestEntityTooLarge()
     stream = req.environ["wsgi.input"]
+    seconds = current_app.config["BODY_TIMEOUT"]
     try:
-        if length is not None:
-            body = stream.read(length)
-        else:
-            body = stream.read() if limit is None else stream.read(limit + 1)
+        with serving_state(current_app).body_deadline(seconds):
+            if length is not None:
+                body = stream.read(length)
+            else:
+                body = stream.read() if limit is None else stream.read(limit + 1)
+    except TimeoutError:
+        abort(408, message=f"The request body did not arrive within {seconds} s (BODY_TIMEOUT).")
     except Exception as error:  # noqa: BLE001 - the server's HTTP parser raises its own types.
         # Malformed chunked framing (a bad size, a missing CRLF, a bad trailer) or a cut connection.
         abort(400, message=f"The request body could not be read: {describe(error)}.")

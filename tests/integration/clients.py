@@ -14,16 +14,18 @@ PREDICT = {"instances": [10, 2]}
 class RequestStream:
     """Posts predictions back to back in a thread, recording versions and failures."""
 
-    def __init__(self, url: str, path: str = "/predict", body: dict = PREDICT):
+    def __init__(self, url: str, path: str = "/predict", body: dict = PREDICT, keep_alive=False):
+        """``keep_alive``: one connection reused as long as the server keeps it (a Session)."""
         self.url, self.versions, self.failures = url, [], []
         self.path, self.body = path, body
+        self._client = requests.Session() if keep_alive else requests
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
             try:
-                response = requests.post(f"{self.url}{self.path}", json=self.body, timeout=10)
+                response = self._client.post(f"{self.url}{self.path}", json=self.body, timeout=10)
             except requests.RequestException as error:
                 self.failures.append(repr(error))
                 continue
@@ -86,14 +88,19 @@ PROBE_LIMIT_SECONDS = 1.0
 class ProbeStream(RequestStream):
     """Liveness probes back to back, recording the slowest."""
 
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.slowest, self.answers = 0.0, []
+
     def _run(self):
-        self.slowest = 0.0
         while not self._stop.is_set():
             started = time.monotonic()
             try:
                 response = requests.get(f"{self.url}/health/live", timeout=10)
                 if response.status_code != 200:
                     self.failures.append(f"{response.status_code} {response.text}")
+                else:
+                    self.answers.append(time.monotonic() - started)
             except requests.RequestException as error:
                 self.failures.append(repr(error))
             self.slowest = max(self.slowest, time.monotonic() - started)
@@ -101,8 +108,8 @@ class ProbeStream(RequestStream):
 
 
 def reload_under_load(server, change_store, until, **request):
-    """Stream predictions (``request``: RequestStream's path and body) and probes,
-    change the store, SIGHUP, wait for ``until``; assert nothing failed or waited."""
+    """Stream predictions (``request``: RequestStream's path, body and keep_alive) and
+    probes, change the store, SIGHUP, wait for ``until``; assert nothing failed or waited."""
     with RequestStream(server.url, **request) as stream, ProbeStream(server.url) as probes:
         wait_for(lambda: len(stream.versions) > 20)
         change_store()

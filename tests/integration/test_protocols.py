@@ -75,7 +75,10 @@ def test_tritonclient_infers_two_inputs_and_two_outputs(multi_server, multi_kera
 def kserve_call(coroutine_function, *args, **kwargs):
     async def call():
         client = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=10))
-        return await coroutine_function(client)(*args, **kwargs)
+        try:
+            return await coroutine_function(client)(*args, **kwargs)
+        finally:
+            await client.close()  # Its kept-alive connection with it.
 
     return asyncio.run(call())
 

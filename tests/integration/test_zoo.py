@@ -5,7 +5,10 @@ Run alone with ``.venv/bin/pytest tests/integration/test_zoo.py``; the zoo is
 built and compiled once per session (tests/conftest.py).
 """
 
+import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 import requests
 
 from app.artifact import FLOAT32_MAX
-from tests.integration.clients import reload_under_load, served_versions
+from tests.integration.clients import ProbeStream, reload_under_load, served_versions
 from tests.integration.conftest import start
 from tests.models import (
     APIS,
@@ -119,3 +122,55 @@ def test_a_reload_to_a_new_mobilenet_version_never_stalls_a_probe(mobilenet_serv
         path=path,
         body=jsonable(body),
     )
+
+
+def binary_infer(url: str, images: np.ndarray, name: str) -> requests.Response:
+    """POST ``images`` to /v2 infer as tritonclient does by default: a JSON header, raw bytes."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(images.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": images.nbytes},
+                }
+            ]
+        }
+    ).encode()
+    return requests.post(
+        f"{url}/v2/models/mobilenet/infer",
+        data=header + images.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=60,
+    )
+
+
+def test_a_probe_waits_behind_one_inference_at_most(mobilenet_server):
+    entry, _, server = mobilenet_server
+    ((name, images),) = in_domain(entry.keras, 6).items()
+    images = images.astype(np.float32)
+    started = time.monotonic()
+    for _ in range(3):
+        assert binary_infer(server.url, images, name).status_code == 200
+    one_inference = (time.monotonic() - started) / 3
+    stop, failures = threading.Event(), []
+
+    def client():
+        while not stop.is_set():
+            if binary_infer(server.url, images, name).status_code != 200:
+                failures.append("not 200")
+
+    # Six clients per worker: a probe queued behind all of them would wait six inferences.
+    clients = [threading.Thread(target=client) for _ in range(12)]
+    with ProbeStream(server.url) as probes:
+        for thread in clients:
+            thread.start()
+        time.sleep(max(3.0, 20 * one_inference))
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+    assert failures == [] and probes.failures == []
+    assert len(probes.answers) > 10
+    slow = sorted(probes.answers)[-len(probes.answers) // 10]  # The 90th percentile.
+    assert slow < 3 * one_inference, (slow, one_inference)

@@ -18,6 +18,10 @@ def test_defaults_serve_out_of_the_box():
     assert config.MODEL_LOAD_TIMEOUT == 60
     assert config.GUNICORN_BIND == "127.0.0.1:8000"
     assert config.EXPOSE_WORKER_PID is False
+    # Idle and slow clients are bounded out of the box (README, "Slow and idle clients").
+    assert config.GUNICORN_WORKER_CLASS == "gevent"
+    assert (config.GUNICORN_KEEPALIVE, config.BODY_TIMEOUT) == (5, 60)
+    assert config.GUNICORN_WORKER_CONNECTIONS == 1000
 
 
 def test_a_model_uri_names_a_registered_model_by_alias_or_version():
@@ -55,6 +59,9 @@ def test_values_come_from_the_environment():
         {"PORT": "99999"},
         {"GUNICORN_TIMEOUT": "-5"},
         {"GUNICORN_WORKER_CLASS": "eventlet"},
+        {"GUNICORN_KEEPALIVE": "0"},
+        {"GUNICORN_WORKER_CONNECTIONS": "0"},
+        {"BODY_TIMEOUT": "0"},
         {"PROMETHEUS_MULTIPROC_DIR": ""},
         {"MODEL_DIR": " "},
         {"API_TOKEN": "has space"},

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from app import create_app
+from app.serving import ServingState, serving_state
 from tests.conftest import serving_app
 
 SHAPE = {"code", "status", "message", "errors"}
@@ -272,3 +273,16 @@ def test_a_chunked_body_over_max_content_length_is_413(app, client):
         headers={"Content-Type": JSON, "Transfer-Encoding": "chunked"},
     )
     assert_json_error(response, 413)
+
+
+def test_a_body_that_misses_its_deadline_is_408_naming_body_timeout(app, client):
+    def expired(seconds):  # What the gevent worker's deadline raises once it passes.
+        raise TimeoutError
+
+    serving_state(app).body_deadline = expired
+    try:
+        response = send(client, '{"instances": [1]}')
+    finally:
+        serving_state(app).body_deadline = ServingState.body_deadline
+    assert_json_error(response, 408)
+    assert "BODY_TIMEOUT" in response.json["message"]

@@ -26,7 +26,7 @@ class Instances(fields.List):
     """
 
     def __init__(self, **kwargs):
-        inner = fields.Raw(metadata={"oneOf": [NUMBER, ROW, TENSOR, BY_INPUT]})
+        inner = fields.Raw(metadata={"anyOf": [NUMBER, ROW, TENSOR, BY_INPUT]})
         super().__init__(inner, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs) -> dict[str, np.ndarray]:

@@ -56,7 +56,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build /models /models
 COPY wsgi.py gunicorn.conf.py ./
 USER 10001:10001
-EXPOSE 8000
+# REST, and gRPC (the Open Inference Protocol, KServe's port convention).
+EXPOSE 8000 8081
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('PORT', '8000'), timeout=2)"]
 # Exec form: Gunicorn is PID 1 and gets SIGTERM itself; logs go to stdout.

@@ -101,18 +101,27 @@ format: install ## Format the code with ruff
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+.PHONY: grpc-stubs
+grpc-stubs: install ## Regenerate app/grpc/open_inference_pb2.py from its .proto
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. app/grpc/open_inference.proto
+
+.PHONY: kserve-schemas
+kserve-schemas: install ## Re-vendor KServe's CRD schemas: make kserve-schemas KSERVE_TAG=v0.20.0
+	$(BIN)/python tools/vendor-kserve-schemas.py $(or $(KSERVE_TAG),v0.20.0)
+
 .PHONY: openapi
 openapi: install ## Regenerate openapi.yaml from the app
 	FLASK_APP=wsgi:app $(BIN)/flask openapi write --format=yaml openapi.yaml
 
 .PHONY: bench
-bench: model ## Benchmark the real server with wrk: benchmarks/results.md and .png, image-results.md, slow-clients.md
-	@command -v wrk >/dev/null || { echo "wrk missing: installing Debian's package"; \
-		(apt-get update -qq && apt-get install -y -qq wrk) || { echo "cannot install wrk; install it and rerun"; exit 1; }; }
+bench: model ## Benchmark the real server with wrk and h2load: benchmarks/*results.md, slow-clients.md
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { echo "wrk or h2load missing: installing Debian's packages"; \
+		(apt-get update -qq && apt-get install -y -qq wrk nghttp2-client) || { echo "cannot install wrk and h2load; install them and rerun"; exit 1; }; }
 	$(BIN)/python -m pip install --quiet -e '.[train,dev,bench]'
 	$(BIN)/python -m benchmarks.bench
 	$(BIN)/python -m benchmarks.image
 	$(BIN)/python -m benchmarks.slow_clients
+	$(BIN)/python -m benchmarks.grpc
 
 .PHONY: loadtest
 loadtest: model ## Locust load test against a fresh server; report in reports/, fails on errors or slow p95
@@ -126,6 +135,7 @@ lint-deploy: install ## Check Dockerfile, compose file, CI workflow and Kubernet
 	$(BIN)/actionlint .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/kubernetes-validate --strict deploy/k8s/deployment.yaml deploy/k8s/service.yaml deploy/k8s/hpa.yaml
+	$(BIN)/python tools/check-kserve.py
 	@command -v promtool >/dev/null || { echo "promtool missing: installing Debian's prometheus package"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 	promtool check config deploy/prometheus/prometheus.yml

@@ -9,6 +9,7 @@ import gc
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -29,7 +30,7 @@ try:
 except ConfigError as error:
     sys.exit(f"model server: configuration error: {error}")
 
-from app import metrics_files  # noqa: E402
+from app import handover, metrics_files  # noqa: E402
 
 if "app.extensions" not in sys.modules:
     # At the first start only (a reload runs this file again), and before the
@@ -93,12 +94,29 @@ def on_starting(server):
     from app.model import ModelLoadError
     from app.serving import load_bundle
 
+    if _settings.GRPC_PORT and not port_is_free(_settings.GRPC_BIND):
+        # Workers share the port with SO_REUSEPORT, which would also let them
+        # share it with another server: never, so it must be free at start.
+        server.log.error("GRPC_PORT %s is in use (%s)", _settings.GRPC_PORT, _settings.GRPC_BIND)
+        sys.exit(1)
     try:
         load_bundle(server.app.wsgi())
     except ModelLoadError as error:
         # One line naming the path and the cause; no worker is ever forked.
         server.log.error("no servable model: %s", error)
         sys.exit(1)
+
+
+def port_is_free(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
 
 
 def on_reload(server):
@@ -145,10 +163,12 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, answer 503 on /health/ready, keep serving DRAIN_SECONDS, then stop.
+    """Serve gRPC beside HTTP; on SIGTERM drain both, then stop.
 
-    The drain lets a load balancer see the worker leave before it stops
-    accepting; in-flight requests then get Gunicorn's graceful timeout.
+    On SIGTERM the worker answers 503 on /health/ready (NOT_SERVING and
+    ready false over gRPC) and keeps serving DRAIN_SECONDS, so a load
+    balancer sees it leave before it stops accepting; in-flight requests and
+    calls then get Gunicorn's graceful timeout.
     """
     from app.serving import serving_state
 
@@ -158,6 +178,14 @@ def post_worker_init(worker):
         call_later = worker.call_later
     else:
         call_later = lambda seconds, function: threading.Timer(seconds, function).start()  # noqa: E731
+    worker.grpc_server = None
+    if _settings.GRPC_PORT:
+        # Imported here, in the worker: gRPC never starts in the master before a fork.
+        from app.grpc.server import GrpcServer
+
+        worker.grpc_server = GrpcServer(worker.wsgi, _settings.GRPC_BIND)
+        worker.grpc_server.start()
+        handover.announce(worker.age)
 
     def stop():
         worker.alive = False
@@ -167,9 +195,22 @@ def post_worker_init(worker):
         if state.draining:  # The master repeats SIGTERM while it waits.
             return
         state.draining = True
+        if worker.grpc_server:
+            worker.grpc_server.drain()
         call_later(_settings.DRAIN_SECONDS, stop)
 
     signal.signal(signal.SIGTERM, drain)
+
+
+def worker_exit(server, worker):
+    """Stop gRPC once a newer worker serves it, and let the calls in flight finish.
+
+    See app/handover.py: in a reload the old worker's gRPC server must not
+    stop before a new one listens, or clients are refused meanwhile.
+    """
+    if getattr(worker, "grpc_server", None):
+        handover.wait_for_newer(worker.age)
+        worker.grpc_server.close(_settings.GUNICORN_GRACEFUL_TIMEOUT)
 
 
 def pre_request(worker, req):

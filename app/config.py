@@ -163,6 +163,9 @@ class Config:
             environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, int, minimum=1
         )
         self.GUNICORN_PIDFILE = _path(environ, "GUNICORN_PIDFILE", None)
+        # KServe's convention for a runtime's gRPC port; 0 turns gRPC off.
+        self.GRPC_PORT = _number(environ, "GRPC_PORT", 8081, int, minimum=0, maximum=65535)
+        self.GRPC_BIND = f"[{host}]:{self.GRPC_PORT}" if ":" in host else f"{host}:{self.GRPC_PORT}"
 
 
 def limits(config) -> Limits:

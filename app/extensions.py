@@ -21,6 +21,17 @@ REQUEST_SECONDS = Histogram(
     ["endpoint"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+GRPC_REQUESTS = Counter(
+    "model_server_grpc_requests",
+    "gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_REQUEST_SECONDS = Histogram(
+    "model_server_grpc_request_duration_seconds",
+    "Time to answer a gRPC call, by method.",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 IN_FLIGHT = Gauge(
     "model_server_http_requests_in_flight",
     "HTTP requests being handled now, over all live workers.",

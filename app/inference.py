@@ -334,6 +334,16 @@ class BinaryTensors:
         return len(self.data) - self.offset
 
 
+def check_requested_outputs(wanted: list[str], compiled: CompiledModel) -> None:
+    """Refuse an output the model does not have, or one asked for twice."""
+    known = {spec.name for spec in compiled.outputs}
+    unknown = [output for output in wanted if output not in known]
+    if unknown:
+        raise InvalidInput(400, f"Unknown output {unknown[0]!r}; outputs: {sorted(known)}.")
+    if len(set(wanted)) != len(wanted):
+        raise InvalidInput(400, "Each output may be requested once.")
+
+
 def tensors_to_inputs(
     tensors: list[dict], compiled: CompiledModel, binary=None
 ) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ from app.api.schemas import (
     OipServerMetadataSchema,
     ProtocolErrorSchema,
 )
-from app.inference import InvalidInput, infer, tensors_to_inputs
+from app.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
 from app.json_provider import dumps
 from app.serving import served_runner, serving_state
 
@@ -125,15 +125,9 @@ class ModelInfer(MethodView):
         """Inference: input tensors in, output tensors out, in one call"""
         runner = served_model(name, version)
         compiled = runner.compiled
-        known = {spec.name for spec in compiled.outputs}
-        requested = body.get("outputs") or []
-        wanted = [output["name"] for output in requested]
-        unknown = [output for output in wanted if output not in known]
+        wanted = [output["name"] for output in body.get("outputs") or []]
         try:
-            if unknown:
-                raise InvalidInput(400, f"Unknown output {unknown[0]!r}; outputs: {sorted(known)}.")
-            if len(set(wanted)) != len(wanted):
-                raise InvalidInput(400, "Each output may be requested once.")
+            check_requested_outputs(wanted, compiled)
             inputs = tensors_to_inputs(body["inputs"], compiled, g.get("binary_tensors"))
             outputs = infer(runner, inputs)
         except InvalidInput as error:

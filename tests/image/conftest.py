@@ -33,8 +33,9 @@ class Container:
 
     def __init__(self, *options: str, env: dict | None = None):
         self.name = f"model-server-test-{uuid.uuid4().hex[:8]}"
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         environment = [f"--env={key}={value}" for key, value in (env or {}).items()]
         self.started = time.monotonic()
         docker(
@@ -44,6 +45,8 @@ class Container:
             self.name,
             "-p",
             f"127.0.0.1:{self.port}:8000",
+            "-p",
+            f"127.0.0.1:{self.grpc_port}:8081",
             *environment,
             *options,
             IMAGE,

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.grpc import open_inference_pb2 as pb
 from tests.image.conftest import IMAGE, docker
+from tests.integration.clients import oip_call
 from tests.integration.server import ROOT, free_port
 
 PREDICTIONS = 7
@@ -45,16 +47,17 @@ def wait_for(what: str, condition, timeout: float):
 @pytest.fixture
 def stack():
     project = f"model-server-test-{uuid.uuid4().hex[:8]}"
-    api, prometheus = free_port(), free_port()
+    api, grpc_port, prometheus = free_port(), free_port(), free_port()
     environ = {
         **os.environ,
         "IMAGE": IMAGE,
         "API_PORT": f"127.0.0.1:{api}",
+        "GRPC_PORT": f"127.0.0.1:{grpc_port}",
         "PROMETHEUS_PORT": f"127.0.0.1:{prometheus}",
     }
     try:
         compose(project, environ, "up", "-d", "--wait", "--no-build")
-        yield f"http://127.0.0.1:{api}", f"http://127.0.0.1:{prometheus}"
+        yield f"http://127.0.0.1:{api}", f"http://127.0.0.1:{prometheus}", f"127.0.0.1:{grpc_port}"
     finally:
         compose(project, environ, "down", "-v", "--timeout", "40")
         left = docker("ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project}")
@@ -62,7 +65,9 @@ def stack():
 
 
 def test_compose_up_serves_the_api_and_prometheus_scrapes_it(stack):
-    api, prometheus = stack
+    api, prometheus, grpc_target = stack
+    live = oip_call(grpc_target, "ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse)
+    assert live.live, "gRPC's ServerLive through compose's port"
     for _ in range(PREDICTIONS):
         response = requests.post(f"{api}/predict", json={"instances": [10]}, timeout=5)
         assert response.status_code == 200, response.text

@@ -7,10 +7,13 @@ import shutil
 import threading
 import time
 
+import numpy as np
 import pytest
 import requests
 
+from app.grpc import open_inference_pb2 as pb
 from tests.image.conftest import IMAGE, docker
+from tests.integration.clients import oip_call
 
 # Read-only root filesystem: Gunicorn's heartbeat files and the metrics live in /tmp.
 READ_ONLY = ("--read-only", "--tmpfs", "/tmp")
@@ -41,6 +44,16 @@ def test_predict_answers_the_notebooks_number(run_container):
     assert response.status_code == 200, response.text
     (prediction,) = response.json()["predictions"]
     assert prediction == pytest.approx(31.0, abs=0.05), f"predict(10) gave {prediction}, not ~31"
+
+
+def test_grpc_answers_on_its_port_with_the_same_model(run_container):
+    container = run_container(*READ_ONLY)
+    container.wait_until_answering()
+    request = pb.ModelInferRequest(model_name="linear")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(10)
+    answer = oip_call(container.grpc_target, "ModelInfer", request, pb.ModelInferResponse)
+    (prediction,) = np.frombuffer(answer.raw_output_contents[0], "<f4")
+    assert prediction == pytest.approx(31.0, abs=0.05), f"gRPC predict(10) gave {prediction}"
 
 
 def test_a_mounted_model_store_is_served_instead_of_the_baked_in_one(

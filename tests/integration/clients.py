@@ -4,6 +4,7 @@ import signal
 import threading
 import time
 
+import grpc
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -121,3 +122,14 @@ def reload_under_load(server, change_store, until, **request):
     assert probes.failures == [], probes.failures[:3]
     assert probes.slowest < PROBE_LIMIT_SECONDS, f"a probe waited {probes.slowest:.2f} s"
     return stream
+
+
+def oip_call(target: str, method: str, request, response_type, timeout: float = 30):
+    """One call of ``inference.GRPCInferenceService`` with this server's own messages."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(
+            f"/inference.GRPCInferenceService/{method}",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
+        return call(request, timeout=timeout)

@@ -28,8 +28,9 @@ class GunicornServer:
 
     def __init__(self, model_dir: Path, log_path: Path, workers: int = 2, **env):
         self.workers = workers
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         self.metrics_dir = log_path.parent / "metrics"
         environ = {
@@ -38,6 +39,7 @@ class GunicornServer:
             "WEB_CONCURRENCY": str(workers),
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
+            "GRPC_PORT": str(self.grpc_port),
             # The tests tell workers apart by this header.
             "EXPOSE_WORKER_PID": "1",
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),

@@ -22,6 +22,7 @@ def test_defaults_serve_out_of_the_box():
     assert config.GUNICORN_WORKER_CLASS == "gevent"
     assert (config.GUNICORN_KEEPALIVE, config.BODY_TIMEOUT) == (5, 60)
     assert config.GUNICORN_WORKER_CONNECTIONS == 1000
+    assert (config.GRPC_PORT, config.GRPC_BIND) == (8081, "127.0.0.1:8081")
 
 
 def test_a_model_uri_names_a_registered_model_by_alias_or_version():
@@ -62,6 +63,8 @@ def test_values_come_from_the_environment():
         {"GUNICORN_KEEPALIVE": "0"},
         {"GUNICORN_WORKER_CONNECTIONS": "0"},
         {"BODY_TIMEOUT": "0"},
+        {"GRPC_PORT": "70000"},
+        {"GRPC_PORT": "grpc"},
         {"PROMETHEUS_MULTIPROC_DIR": ""},
         {"MODEL_DIR": " "},
         {"API_TOKEN": "has space"},

@@ -1,0 +1,1 @@
+"""gRPC: the Open Inference Protocol's GRPCInferenceService and grpc.health.v1, per worker."""

@@ -1,0 +1,218 @@
+"""The Open Inference Protocol over gRPC: a thin adapter to the same core as /v2.
+
+Each call runs in the Flask app's context, so the REST routes' own functions
+answer it: which model is served (``served_model``), how tensors become
+inputs (``tensors_to_inputs``), the limits, the overflow rule, the sampled
+prediction log and the batch metrics (``infer``). Only the wire format
+differs: typed ``contents`` or ``raw_input_contents`` in, raw tensors out (as
+Triton answers, and as tritonclient reads FP32 outputs).
+"""
+
+import functools
+import hmac
+import logging
+import threading
+import time
+import uuid
+
+import grpc
+import numpy as np
+from flask import Flask, g
+from werkzeug.exceptions import HTTPException
+
+from app.api.open_inference import (
+    EXTENSIONS,
+    PLATFORM,
+    SERVER_NAME,
+    SERVER_VERSION,
+    served_model,
+)
+from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
+from app.grpc import open_inference_pb2 as pb
+from app.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
+from app.request_context import REQUEST_ID
+from app.serving import serving_state
+
+log = logging.getLogger("app.grpc")
+
+# HTTP statuses of the shared core, as the protocol's gRPC servers answer them.
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+# The typed ``contents`` field that carries each datatype the model can take exactly.
+CONTENTS_FIELDS = {
+    "FP32": "fp32_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+}
+
+
+class CallError(Exception):
+    """A call refused with a gRPC status code and a message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def rpc(method):
+    """Run a call in the app's context: request id, token, metrics, log line, status code."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def call(self, request, context):
+        self.admitting.wait()
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        with self.app.app_context():
+            metadata = dict(context.invocation_metadata())
+            incoming = metadata.get("x-request-id", "")
+            g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+            context.send_initial_metadata((("x-request-id", g.request_id),))
+            try:
+                if name == "ModelInfer":
+                    self.check_token(metadata.get("authorization", ""))
+                return method(self, request)
+            except CallError as error:
+                code, message = error.code, error.message
+            except HTTPException as error:
+                code = STATUS_CODES.get(error.code, grpc.StatusCode.INTERNAL)
+                message = (getattr(error, "data", None) or {}).get("message") or error.description
+            except Exception:
+                log.exception("gRPC %s failed", name)
+                code, message = grpc.StatusCode.INTERNAL, "Internal server error."
+            finally:
+                seconds = time.perf_counter() - started
+                GRPC_REQUESTS.labels(name, code.name).inc()
+                GRPC_REQUEST_SECONDS.labels(name).observe(seconds)
+                log.info(
+                    "gRPC %s %s",
+                    name,
+                    code.name,
+                    extra={"request_id": g.request_id, "duration_ms": round(seconds * 1e3, 3)},
+                )
+            context.abort(code, message)
+
+    return call
+
+
+# Each method of ``inference.GRPCInferenceService`` with its request message.
+METHODS = {
+    "ServerLive": pb.ServerLiveRequest,
+    "ServerReady": pb.ServerReadyRequest,
+    "ModelReady": pb.ModelReadyRequest,
+    "ServerMetadata": pb.ServerMetadataRequest,
+    "ModelMetadata": pb.ModelMetadataRequest,
+    "ModelInfer": pb.ModelInferRequest,
+}
+
+
+class OpenInferenceServicer:
+    """``inference.GRPCInferenceService`` for this worker's model."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        # Cleared while the server stops (app/grpc/server.py): calls wait before they start.
+        self.admitting = threading.Event()
+        self.admitting.set()
+
+    def check_token(self, authorization: str) -> None:
+        expected = self.app.config["API_TOKEN"]
+        if not expected:
+            return
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.lstrip(" ").encode(), expected.encode()
+        ):
+            raise CallError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "A valid bearer token is required: metadata authorization: Bearer <API_TOKEN>.",
+            )
+
+    @rpc
+    def ServerLive(self, request):
+        return pb.ServerLiveResponse(live=True)
+
+    @rpc
+    def ServerReady(self, request):
+        return pb.ServerReadyResponse(ready=serving_state(self.app).ready)
+
+    @rpc
+    def ModelReady(self, request):
+        served_model(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=serving_state(self.app).ready)
+
+    @rpc
+    def ServerMetadata(self, request):
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS
+        )
+
+    @rpc
+    def ModelMetadata(self, request):
+        runner = served_model(request.name, request.version or None)
+        compiled = runner.compiled
+        return pb.ModelMetadataResponse(
+            name=runner.name,
+            versions=[str(runner.number)],
+            platform=PLATFORM,
+            inputs=[tensor_metadata(spec) for spec in compiled.inputs],
+            outputs=[tensor_metadata(spec) for spec in compiled.outputs],
+        )
+
+    @rpc
+    def ModelInfer(self, request):
+        runner = served_model(request.model_name, request.model_version or None)
+        wanted = [output.name for output in request.outputs]
+        try:
+            check_requested_outputs(wanted, runner.compiled)
+            tensors, binary = request_tensors(request)
+            outputs = infer(runner, tensors_to_inputs(tensors, runner.compiled, binary))
+        except InvalidInput as error:
+            raise CallError(STATUS_CODES[error.protocol_status], error.message) from None
+        response = pb.ModelInferResponse(
+            model_name=runner.name, model_version=str(runner.number), id=request.id
+        )
+        for spec in runner.compiled.outputs:
+            if wanted and spec.name not in wanted:
+                continue
+            array = outputs[spec.name]
+            response.outputs.add(name=spec.name, datatype="FP32", shape=array.shape)
+            response.raw_output_contents.append(np.ascontiguousarray(array, "<f4").tobytes())
+        return response
+
+
+def tensor_metadata(spec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype="FP32", shape=list(spec.shape)
+    )
+
+
+def request_tensors(request) -> tuple[list[dict], bytes | None]:
+    """The request's inputs as /v2's JSON tensors, and their raw bytes if sent raw."""
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidInput(
+            400, f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; give one each."
+        )
+    tensors = []
+    for index, tensor in enumerate(request.inputs):
+        converted = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if raw:
+            if tensor.HasField("contents"):
+                raise InvalidInput(
+                    400, f"Input {tensor.name!r} has contents and raw_input_contents; give one."
+                )
+            converted["parameters"] = {"binary_data_size": len(raw[index])}
+        else:
+            field = CONTENTS_FIELDS.get(tensor.datatype)
+            converted["data"] = list(getattr(tensor.contents, field)) if field else []
+        tensors.append(converted)
+    return tensors, b"".join(raw) if raw else None

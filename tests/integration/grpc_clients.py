@@ -1,0 +1,144 @@
+"""tritonclient's and KServe's gRPC clients, each run in a process of its own.
+
+Both libraries register the protocol's messages under the same names
+(``inference.ModelInferRequest``, ...) in protobuf's process-wide registry,
+which refuses the second: the test session imports KServe (its REST client),
+so the gRPC clients run here. ``python -m tests.integration.grpc_clients NAME``
+reads keyword arguments as JSON on stdin and writes the result as JSON.
+``client()`` runs one from a test.
+"""
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+
+def client(name: str, timeout: float = 60, **arguments):
+    """Run ``name`` in a fresh interpreter and return what it answered."""
+    answer = subprocess.run(
+        [sys.executable, "-m", "tests.integration.grpc_clients", name],
+        input=json.dumps(arguments),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if answer.returncode != 0:
+        raise AssertionError(f"{name} failed:\n{answer.stderr}")
+    return json.loads(answer.stdout)
+
+
+def triton_input(module, name: str, values) -> object:
+    array = np.array(values, np.float32)
+    tensor = module.InferInput(name, list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def triton_linear(target: str, values: list, headers: dict | None = None) -> dict:
+    """Health, metadata and one inference with tritonclient.grpc's defaults (raw tensors)."""
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    client = triton.InferenceServerClient(target)
+    answer = {
+        "live": client.is_server_live(),
+        "ready": client.is_server_ready(),
+        "model_ready": client.is_model_ready("linear") and client.is_model_ready("linear", "1"),
+        "metadata": client.get_model_metadata("linear", as_json=True),
+        "server": client.get_server_metadata(as_json=True),
+    }
+    tensor = triton_input(triton, "x", np.reshape(values, (-1, 1)))
+    try:
+        result = client.infer("linear", [tensor], request_id="grpc-1", headers=headers)
+    except InferenceServerException as error:
+        return {**answer, "error": str(error.status())}
+    response = result.get_response(as_json=True)
+    return {**answer, "y": result.as_numpy("y").tolist(), "response": response}
+
+
+def triton_aio_multi(target: str, inputs: dict) -> dict:
+    """Both outputs, then only ``total``, with tritonclient.grpc.aio."""
+    import tritonclient.grpc.aio as triton_aio
+
+    async def call():
+        client = triton_aio.InferenceServerClient(target)
+        try:
+            tensors = [triton_input(triton_aio, name, values) for name, values in inputs.items()]
+            only_total = [triton_aio.InferRequestedOutput("total")]
+            everything = await client.infer("multi", tensors)
+            total_only = await client.infer("multi", tensors, outputs=only_total)
+        finally:
+            await client.close()
+        return {
+            "scores": everything.as_numpy("scores").tolist(),
+            "total": everything.as_numpy("total").tolist(),
+            "only_total_has_scores": total_only.as_numpy("scores") is not None,
+            "only_total": total_only.as_numpy("total").tolist(),
+        }
+
+    return asyncio.run(call())
+
+
+def kserve_multi(target: str, raw: bool, inputs: dict) -> dict:
+    """Liveness, readiness and one inference with KServe's InferenceGRPCClient."""
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    async def call():
+        client = InferenceGRPCClient(target)
+        try:
+            tensors = []
+            for name, values in inputs.items():
+                array = np.array(values, np.float32)
+                tensor = InferInput(name, list(array.shape), "FP32")
+                tensor.set_data_from_numpy(array, binary_data=raw)
+                tensors.append(tensor)
+            live = await client.is_server_live()
+            ready = await client.is_model_ready("multi")
+            result = await client.infer(InferRequest("multi", tensors, request_id="kserve-grpc"))
+        finally:
+            await client.close()
+        outputs = {output.name: output.as_numpy().tolist() for output in result.outputs}
+        return {"live": live, "ready": ready, "id": result.id, "outputs": outputs}
+
+    return asyncio.run(call())
+
+
+def triton_stream(target: str, threads: int = 4) -> dict:
+    """Infer back to back from ``threads`` clients until stdin says "stop"; versions, failures."""
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    versions, failures, stop = [], [], threading.Event()
+
+    def stream():
+        client = triton.InferenceServerClient(target)
+        tensor = triton_input(triton, "x", [[1.0], [2.0]])
+        while not stop.is_set():
+            try:
+                versions.append(client.infer("linear", [tensor]).get_response().model_version)
+            except InferenceServerException as error:
+                failures.append(str(error))
+
+    workers = [threading.Thread(target=stream) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    print(json.dumps({"started": True}), flush=True)
+    sys.stdin.readline()
+    stop.set()
+    for worker in workers:
+        worker.join(timeout=30)
+    return {"versions": versions, "failures": failures}
+
+
+CLIENTS = {
+    function.__name__: function
+    for function in (triton_linear, triton_aio_multi, kserve_multi, triton_stream)
+}
+
+if __name__ == "__main__":
+    arguments = json.loads(sys.stdin.readline())
+    print(json.dumps(CLIENTS[sys.argv[1]](**arguments)))

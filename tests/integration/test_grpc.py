@@ -1,0 +1,272 @@
+"""The Open Inference Protocol over gRPC through its real clients, against a real Gunicorn.
+
+tritonclient's gRPC clients (sync and asyncio) and KServe's ``InferenceGRPCClient``
+(each in a process of its own: tests/integration/grpc_clients.py): health,
+metadata and inference with raw and with typed tensor contents, for the
+notebook model and a two-input, two-output model, checked against Keras; the
+token, malformed calls, grpc.health.v1, metrics and a reload under a stream of
+calls. Run alone with ``.venv/bin/pytest tests/integration/test_grpc.py``.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from app.grpc import open_inference_pb2 as pb
+from app.grpc.server import CONNECTION_AGE_SECONDS
+from tests.integration.clients import metric_values, oip_call, served_versions, wait_for
+from tests.integration.conftest import start
+from tests.integration.grpc_clients import client
+from tests.integration.test_protocols import multi_batch
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+@pytest.fixture(scope="module")
+def multi_server(multi_model_dir, tmp_path_factory):
+    gunicorn = start(multi_model_dir, tmp_path_factory)
+    yield gunicorn
+    gunicorn.stop()
+
+
+def infer(server, request: pb.ModelInferRequest, **kwargs) -> pb.ModelInferResponse:
+    return oip_call(server.grpc_target, "ModelInfer", request, pb.ModelInferResponse, **kwargs)
+
+
+def linear_request(values=(1.0, 2.0)) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="linear")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[len(values), 1])
+    tensor.contents.fp32_contents.extend(values)
+    return request
+
+
+def test_tritonclient_gets_health_metadata_and_raw_predictions(server, keras_model):
+    values = [10.0, 2.0, -1.5]
+    answer = client("triton_linear", target=server.grpc_target, values=values)
+    assert answer["live"] and answer["ready"] and answer["model_ready"]
+    assert answer["metadata"]["versions"] == ["1"]
+    assert answer["metadata"]["platform"] == "litert_tflite"
+    assert answer["metadata"]["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "1"]}]
+    assert answer["server"]["extensions"] == ["binary_tensor_data"]
+    expected = keras_model.predict(np.array(values).reshape(-1, 1), verbose=0)
+    np.testing.assert_allclose(answer["y"], expected, rtol=RTOL, atol=ATOL)
+    assert answer["response"]["id"] == "grpc-1" and answer["response"]["model_version"] == "1"
+
+
+def test_tritonclient_aio_infers_a_multi_input_model(multi_server, multi_keras):
+    features, grid = multi_batch()
+    inputs = {"features": features.tolist(), "grid": grid.tolist()}
+    answer = client("triton_aio_multi", target=multi_server.grpc_target, inputs=inputs)
+    scores, total = multi_keras.predict([features, grid], verbose=0)
+    np.testing.assert_allclose(answer["scores"], scores, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(answer["total"], total, rtol=RTOL, atol=ATOL)
+    assert not answer["only_total_has_scores"]
+    np.testing.assert_allclose(answer["only_total"], total, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed-contents"])
+def test_kserve_grpc_client_infers_the_multi_input_model(multi_server, multi_keras, raw):
+    features, grid = multi_batch()
+    inputs = {"features": features.tolist(), "grid": grid.tolist()}
+    answer = client("kserve_multi", target=multi_server.grpc_target, raw=raw, inputs=inputs)
+    assert answer["live"] and answer["ready"] and answer["id"] == "kserve-grpc"
+    scores, total = multi_keras.predict([features, grid], verbose=0)
+    np.testing.assert_allclose(answer["outputs"]["scores"], scores, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(answer["outputs"]["total"], total, rtol=RTOL, atol=ATOL)
+
+
+def test_typed_contents_of_an_integer_datatype_are_taken_exactly(server, keras_model):
+    request = pb.ModelInferRequest(model_name="linear", id="ints")
+    tensor = request.inputs.add(name="x", datatype="INT16", shape=[2, 1])
+    tensor.contents.int_contents.extend([-300, 7])
+    response = infer(server, request)
+    assert response.id == "ints" and list(response.outputs[0].shape) == [2, 1]
+    values = np.frombuffer(response.raw_output_contents[0], "<f4")
+    expected = keras_model.predict(np.array([[-300.0], [7.0]]), verbose=0).reshape(-1)
+    np.testing.assert_allclose(values, expected, rtol=RTOL, atol=ATOL)
+
+
+def set_first_value(request, value):
+    request.inputs[0].contents.fp32_contents[0] = value
+
+
+@pytest.mark.parametrize(
+    "change, code, words",
+    [
+        (lambda r: setattr(r, "model_name", "nope"), grpc.StatusCode.NOT_FOUND, "not served"),
+        (lambda r: setattr(r, "model_version", "9"), grpc.StatusCode.NOT_FOUND, "Version"),
+        (lambda r: r.inputs[0].shape.append(3), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        (
+            lambda r: setattr(r.inputs[0], "datatype", "FP64"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "FP64",
+        ),
+        (lambda r: r.raw_input_contents.append(b"\0" * 8), grpc.StatusCode.INVALID_ARGUMENT, "raw"),
+        (lambda r: r.outputs.add(name="zz"), grpc.StatusCode.INVALID_ARGUMENT, "zz"),
+        (
+            lambda r: r.inputs[0].contents.fp32_contents.append(1),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "shape",
+        ),
+        (lambda r: set_first_value(r, float("nan")), grpc.StatusCode.INVALID_ARGUMENT, "finite"),
+        (
+            lambda r: r.inputs[0].shape.__setitem__(0, 5000),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "MAX_BATCH_SIZE",
+        ),
+        (
+            lambda r: r.inputs.add(name="x", datatype="FP32", shape=[2, 1]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "once",
+        ),
+    ],
+    ids=[
+        "model",
+        "version",
+        "rank",
+        "datatype",
+        "raw-and-contents",
+        "output",
+        "count",
+        "nan",
+        "batch",
+        "twice",
+    ],
+)
+def test_a_bad_call_is_refused_with_the_protocol_code_and_the_server_serves_on(
+    server, change, code, words
+):
+    request = linear_request()
+    change(request)
+    with pytest.raises(grpc.RpcError) as refused:
+        infer(server, request)
+    assert refused.value.code() == code and words in refused.value.details()
+    assert len(infer(server, linear_request()).raw_output_contents) == 1
+
+
+def test_bytes_that_are_not_a_message_are_refused_and_the_server_serves_on(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as refused:
+            call(b"\xff\xff\xff\xff garbage", timeout=10)
+    assert (
+        refused.value.code() == grpc.StatusCode.INTERNAL
+    )  # grpc's answer to an undecodable message
+    assert len(infer(server, linear_request()).raw_output_contents) == 1
+
+
+def test_a_message_over_the_body_limit_is_resource_exhausted(server):
+    request = pb.ModelInferRequest(model_name="linear")
+    request.inputs.add(name="x", datatype="FP32", shape=[300_000, 1])
+    request.raw_input_contents.append(b"\0" * 1_200_000)  # Past the 1 MiB limit.
+    with pytest.raises(grpc.RpcError) as refused:
+        infer(server, request)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_the_token_is_required_for_inference_only(store, make_server):
+    server = make_server(store, API_TOKEN="s3cret")
+    refused = client("triton_linear", target=server.grpc_target, values=[1.0])
+    assert refused["live"] and refused["metadata"]["name"] == "linear"
+    assert refused["error"] == "StatusCode.UNAUTHENTICATED"
+    wrong = client(
+        "triton_linear",
+        target=server.grpc_target,
+        values=[1.0],
+        headers={"authorization": "Bearer no"},
+    )
+    assert wrong["error"] == "StatusCode.UNAUTHENTICATED"
+    accepted = client(
+        "triton_linear",
+        target=server.grpc_target,
+        values=[1.0],
+        headers={"authorization": "Bearer s3cret"},
+    )
+    assert len(accepted["y"]) == 1
+
+
+def test_request_ids_are_echoed_in_metadata_and_calls_counted(server):
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        _, answer = call.with_call(linear_request(), metadata=[("x-request-id", "abc-123")])
+    assert ("x-request-id", "abc-123") in answer.initial_metadata()
+    with pytest.raises(grpc.RpcError):
+        infer(server, pb.ModelInferRequest(model_name="nope"))
+    values = metric_values(server.url)
+    ok = ("model_server_grpc_requests_total", (("code", "OK"), ("method", "ModelInfer")))
+    missing = (
+        "model_server_grpc_requests_total",
+        (("code", "NOT_FOUND"), ("method", "ModelInfer")),
+    )
+    assert values[ok] >= 1 and values[missing] >= 1
+
+
+def test_grpc_health_checks_serve_then_drain(store, make_server):
+    server = make_server(store, DRAIN_SECONDS=3)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inference.GRPCInferenceService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            ),
+            timeout=5,
+        )
+        # Draining, not gone: calls are answered, and the server says it is not ready.
+        assert len(infer(server, linear_request()).raw_output_contents) == 1
+        ready = oip_call(
+            server.grpc_target, "ServerReady", pb.ServerReadyRequest(), pb.ServerReadyResponse
+        )
+        assert not ready.ready
+    assert server.process.wait(timeout=30) == 0
+
+
+def grpc_versions(server) -> set[str]:
+    """The versions that calls over fresh connections are answered with."""
+    request = pb.ModelMetadataRequest(name="linear")
+    return {
+        version
+        for _ in range(20)
+        for version in oip_call(
+            server.grpc_target, "ModelMetadata", request, pb.ModelMetadataResponse
+        ).versions
+    }
+
+
+def test_a_reload_under_a_stream_of_tritonclient_calls_fails_none(store, make_server, model_dir):
+    server = make_server(store)
+    command = [sys.executable, "-m", "tests.integration.grpc_clients", "triton_stream"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as stream:
+        stream.stdin.write(json.dumps({"target": server.grpc_target}) + "\n")
+        stream.stdin.flush()
+        assert json.loads(stream.stdout.readline()) == {"started": True}
+        shutil.copytree(model_dir / "1", store / "2")
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: served_versions(server.url) == {"2"}, timeout=90)
+        # Old workers keep the gRPC port until new ones listen (app/handover.py).
+        wait_for(lambda: grpc_versions(server) == {"2"}, timeout=10)
+        # Each client's connection to an old worker is sent away within its age.
+        time.sleep(CONNECTION_AGE_SECONDS * 1.2 + 1)
+        stream.stdin.write("stop\n")
+        stream.stdin.flush()
+        result = json.loads(stream.stdout.readline())
+    assert result["failures"] == [], result["failures"][:3]
+    assert {"1", "2"} <= set(result["versions"]) and result["versions"][-20:] == ["2"] * 20

@@ -46,3 +46,11 @@ def make_server(tmp_path_factory):
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def multi_server(multi_model_dir, tmp_path_factory):
+    """A two-worker Gunicorn serving the two-input, two-output test model."""
+    gunicorn = start(multi_model_dir, tmp_path_factory)
+    yield gunicorn
+    gunicorn.stop()

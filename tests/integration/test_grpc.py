@@ -23,18 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.server import CONNECTION_AGE_SECONDS
 from tests.integration.clients import metric_values, oip_call, served_versions, wait_for
-from tests.integration.conftest import start
 from tests.integration.grpc_clients import client
 from tests.integration.test_protocols import multi_batch
 
 RTOL, ATOL = 1e-4, 1e-5
-
-
-@pytest.fixture(scope="module")
-def multi_server(multi_model_dir, tmp_path_factory):
-    gunicorn = start(multi_model_dir, tmp_path_factory)
-    yield gunicorn
-    gunicorn.stop()
 
 
 def infer(server, request: pb.ModelInferRequest, **kwargs) -> pb.ModelInferResponse:

@@ -18,13 +18,6 @@ from tests.integration.conftest import start
 RTOL, ATOL = 1e-4, 1e-5
 
 
-@pytest.fixture(scope="module")
-def multi_server(multi_model_dir, tmp_path_factory):
-    gunicorn = start(multi_model_dir, tmp_path_factory)
-    yield gunicorn
-    gunicorn.stop()
-
-
 def multi_batch(size=4, seed=5):
     rng = np.random.default_rng(seed)
     features = rng.uniform(-3, 3, (size, 3)).astype(np.float32)

@@ -53,6 +53,17 @@ def tensor_metadata(spec) -> dict:
     return {"name": spec.name, "datatype": "FP32", "shape": list(spec.shape)}
 
 
+def model_metadata(runner) -> dict:
+    """The protocol's model metadata, over REST and gRPC alike."""
+    return {
+        "name": runner.name,
+        "versions": [str(runner.number)],
+        "platform": PLATFORM,
+        "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
+        "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],
+    }
+
+
 @blp.route("")
 class ServerMetadata(MethodView):
     @blp.response(200, OipServerMetadataSchema)
@@ -86,14 +97,7 @@ class ModelMetadata(MethodView):
     @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
     def get(self, name, version=None):
         """Model metadata: versions, platform, inputs and outputs (shape -1 for the batch)"""
-        runner = served_model(name, version)
-        return {
-            "name": runner.name,
-            "versions": [str(runner.number)],
-            "platform": PLATFORM,
-            "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
-            "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],
-        }
+        return model_metadata(served_model(name, version))
 
 
 @blp.route("/models/<segment:name>/ready", endpoint="model_ready")

@@ -24,18 +24,25 @@ def require_token():
     """
     if request.method != "POST":
         return
-    expected = current_app.config["API_TOKEN"].encode()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    # RFC 7235 allows several spaces after the scheme. Header values arrive as
-    # latin-1 text: back to the client's bytes, so a UTF-8 token matches.
-    token = token.lstrip(" ").encode("latin-1", "replace")
-    # Constant-time comparison: response timing must not reveal the token.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token, expected):
+    # Header values arrive as latin-1 text: back to the client's bytes, so a UTF-8 token matches.
+    authorization = request.headers.get("Authorization", "")
+    if not bearer_matches(authorization, current_app.config["API_TOKEN"], "latin-1"):
         abort(
             401,
             message="A valid bearer token is required: Authorization: Bearer <API_TOKEN>.",
             headers={"WWW-Authenticate": 'Bearer realm="model-server"'},
         )
+
+
+def bearer_matches(authorization: str, expected: str, encoding: str = "utf-8") -> bool:
+    """Whether ``authorization`` is ``Bearer <expected>`` (the REST header, the gRPC metadata).
+
+    RFC 7235 allows several spaces after the scheme. The comparison takes
+    constant time: response timing must not reveal the token.
+    """
+    scheme, _, token = authorization.partition(" ")
+    token = token.lstrip(" ").encode(encoding, "replace")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token, expected.encode())
 
 
 @blp.route("/predict")

@@ -9,7 +9,6 @@ Triton answers, and as tritonclient reads FP32 outputs).
 """
 
 import functools
-import hmac
 import logging
 import threading
 import time
@@ -18,15 +17,17 @@ import uuid
 import grpc
 import numpy as np
 from flask import Flask, g
+from google.protobuf import json_format
 from werkzeug.exceptions import HTTPException
 
 from app.api.open_inference import (
     EXTENSIONS,
-    PLATFORM,
     SERVER_NAME,
     SERVER_VERSION,
+    model_metadata,
     served_model,
 )
+from app.api.predict import bearer_matches
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
@@ -125,12 +126,7 @@ class OpenInferenceServicer:
 
     def check_token(self, authorization: str) -> None:
         expected = self.app.config["API_TOKEN"]
-        if not expected:
-            return
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.lstrip(" ").encode(), expected.encode()
-        ):
+        if expected and not bearer_matches(authorization, expected):
             raise CallError(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "A valid bearer token is required: metadata authorization: Bearer <API_TOKEN>.",
@@ -158,14 +154,7 @@ class OpenInferenceServicer:
     @rpc
     def ModelMetadata(self, request):
         runner = served_model(request.name, request.version or None)
-        compiled = runner.compiled
-        return pb.ModelMetadataResponse(
-            name=runner.name,
-            versions=[str(runner.number)],
-            platform=PLATFORM,
-            inputs=[tensor_metadata(spec) for spec in compiled.inputs],
-            outputs=[tensor_metadata(spec) for spec in compiled.outputs],
-        )
+        return json_format.ParseDict(model_metadata(runner), pb.ModelMetadataResponse())
 
     @rpc
     def ModelInfer(self, request):
@@ -187,12 +176,6 @@ class OpenInferenceServicer:
             response.outputs.add(name=spec.name, datatype="FP32", shape=array.shape)
             response.raw_output_contents.append(np.ascontiguousarray(array, "<f4").tobytes())
         return response
-
-
-def tensor_metadata(spec) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(
-        name=spec.name, datatype="FP32", shape=list(spec.shape)
-    )
 
 
 def request_tensors(request) -> tuple[list[dict], bytes | None]:

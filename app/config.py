@@ -175,7 +175,18 @@ def limits(config) -> Limits:
         config["MAX_TENSOR_ELEMENTS"],
         None if config["BODY_LIMIT_FROM_MODEL"] else config["MAX_CONTENT_LENGTH"],
         config["MAX_MODEL_BYTES"],
+        batch_seconds(config),
     )
+
+
+def batch_seconds(config) -> float:
+    """The longest the largest batch may take: half of GUNICORN_GRACEFUL_TIMEOUT, so that an
+    inference finishes while its worker drains. The gevent worker runs a long inference
+    in a thread; the sync and gthread workers block on it, so half of GUNICORN_TIMEOUT too."""
+    seconds = config["GUNICORN_GRACEFUL_TIMEOUT"]
+    if config["GUNICORN_WORKER_CLASS"] != "gevent":
+        seconds = min(seconds, config["GUNICORN_TIMEOUT"])
+    return seconds / 2
 
 
 BOOLEANS = ("true", "false", "1", "0", "yes", "no", "on", "off")

@@ -19,6 +19,15 @@ def register_error_handlers(app: Flask) -> None:
 
 # Entries kept at each level of ``errors``: 90,000 unknown keys must not make a 2.5 MB answer.
 MAX_REPORTED_ERRORS = 10
+# Characters of a client's value echoed in an error message: a 20 kB model name
+# must not make a 20 kB message (past a gRPC client's 16 kB metadata limit).
+SHOWN_CHARACTERS = 64
+
+
+def cut(text) -> str:
+    """A client's string (or value) for an error message: at most SHOWN_CHARACTERS, then "…"."""
+    text = text if isinstance(text, str) else repr(text)
+    return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS]}…"
 
 
 def error_payload(code: int, status: str, message: str, errors: dict | None = None) -> dict:

@@ -15,7 +15,7 @@ from flask import current_app
 
 from app.artifact import FLOAT32_MAX, CompiledModel, TensorSpec, not_finite
 from app.config import limits as config_limits
-from app.errors import MAX_REPORTED_ERRORS
+from app.errors import MAX_REPORTED_ERRORS, cut
 from app.extensions import BATCH_SIZE
 from app.model import ModelRunner
 from app.serving import log_prediction
@@ -339,7 +339,7 @@ def check_requested_outputs(wanted: list[str], compiled: CompiledModel) -> None:
     known = {spec.name for spec in compiled.outputs}
     unknown = [output for output in wanted if output not in known]
     if unknown:
-        raise InvalidInput(400, f"Unknown output {unknown[0]!r}; outputs: {sorted(known)}.")
+        raise InvalidInput(400, f"Unknown output {cut(unknown[0])!r}; outputs: {sorted(known)}.")
     if len(set(wanted)) != len(wanted):
         raise InvalidInput(400, "Each output may be requested once.")
 
@@ -355,7 +355,9 @@ def tensors_to_inputs(
     unknown = [name for name in names if name not in by_name]
     if unknown:
         known = sorted(by_name)
-        raise InvalidInput(400, f"Unknown input {unknown[0]!r}; the model's inputs are {known}.")
+        raise InvalidInput(
+            400, f"Unknown input {cut(unknown[0])!r}; the model's inputs are {known}."
+        )
     if len(set(names)) != len(names) or set(names) != set(by_name):
         raise InvalidInput(400, f"Give each of the model's inputs once: {sorted(by_name)}.")
     arrays, batch, reader = {}, None, BinaryTensors(binary)
@@ -379,12 +381,15 @@ def tensor_to_array(
     if datatype not in EXACT_DATATYPES:
         raise InvalidInput(
             400,
-            f"Input {name!r} has datatype {datatype}; the model takes FP32, which cannot hold "
-            f"every {datatype} value exactly (send FP32, FP16, INT8, INT16, UINT8 or UINT16).",
+            f"Input {name!r} has datatype {cut(datatype)}; the model takes FP32, which cannot "
+            f"hold every {cut(datatype)} value exactly "
+            "(send FP32, FP16, INT8, INT16, UINT8 or UINT16).",
         )
     expected = [-1, *spec.feature_shape]
     if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
-        raise InvalidInput(400, f"Input {name!r} has shape {shape}; the model takes {expected}.")
+        raise InvalidInput(
+            400, f"Input {name!r} has shape {cut(shape)}; the model takes {expected}."
+        )
     check_batch(shape[0], compiled)
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
@@ -406,7 +411,7 @@ def binary_to_array(name, datatype, shape, size, reader: BinaryTensors) -> np.nd
     if type(size) is not int or size != needed:
         raise InvalidInput(
             400,
-            f"Input {name!r} has binary_data_size {size!r}; shape {shape} of {datatype} "
+            f"Input {name!r} has binary_data_size {cut(size)}; shape {shape} of {datatype} "
             f"is {needed} bytes.",
         )
     array = np.frombuffer(reader.take(name, size), dtype).astype(np.float32).reshape(shape)
@@ -452,12 +457,12 @@ def flatten_any(data, into: list, integer_range: tuple[int, int] | None) -> str 
             if integer_range is not None:
                 low, high = integer_range
                 if type(item) is not int or not low <= item <= high:
-                    return f"{item!r} is not an integer from {low} to {high}."
+                    return f"{cut(repr(item))} is not an integer from {low} to {high}."
                 into.append(float(item))
                 continue
             number = as_number(item)
             if number is None:
-                return f"{item!r} is not a finite number within float32 range."
+                return f"{cut(repr(item))} is not a finite number within float32 range."
             into.append(number)
         else:
             stack.pop()

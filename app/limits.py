@@ -8,6 +8,8 @@ from app.artifact import DEFAULT_MAX_MODEL_BYTES
 JSON_BYTES_PER_NUMBER = 32
 DEFAULT_BODY_BYTES = 1024 * 1024
 DEFAULT_TENSOR_ELEMENTS = 1024 * 1024
+# Half of Gunicorn's default graceful timeout (30 s): see ``max_batch_seconds``.
+DEFAULT_BATCH_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,9 @@ class Limits:
     max_tensor_elements: int = DEFAULT_TENSOR_ELEMENTS
     max_content_length: int | None = None
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    # The longest the largest admitted batch may take in the loader's trial, so that
+    # any inference finishes while its worker drains (app/config.py derives it).
+    max_batch_seconds: float = DEFAULT_BATCH_SECONDS
 
     def max_batch(self, compiled) -> int:
         """The most instances a request may carry: MAX_BATCH_SIZE, and no more numbers in

@@ -157,6 +157,14 @@ def load_version(version: ModelVersion, limits: Limits = DEFAULT_LIMITS) -> Mode
     except ProfileError as error:
         raise ModelLoadError(f"{version.path}: {error}") from None
     ModelRunner.build(bundle, full_check=True)
+    if bundle.largest_batch_seconds > limits.max_batch_seconds:
+        raise ModelLoadError(
+            f"{version.path}: its largest batch ({bundle.max_batch:,} instances) took "
+            f"{bundle.largest_batch_seconds:.1f} s, over the {limits.max_batch_seconds:g} s an "
+            "inference may take (half of GUNICORN_GRACEFUL_TIMEOUT, so that it finishes while "
+            "its worker drains; for sync and gthread workers, of GUNICORN_TIMEOUT too): lower "
+            "MAX_BATCH_SIZE or MAX_TENSOR_ELEMENTS"
+        )
     bundle.load_seconds = time.perf_counter() - started
     return bundle
 

@@ -5,6 +5,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -15,6 +16,10 @@ from app.artifact import CompiledModel, golden_mismatch
 from app.store import ModelVersion
 
 log = logging.getLogger(__name__)
+
+# An inference expected to take longer than this runs off the worker's event loop
+# (when the worker offers a thread): shorter ones cost less than the hand-over.
+OFFLOAD_SECONDS = 0.005
 
 
 class ModelLoadError(Exception):
@@ -38,6 +43,8 @@ class ModelBundle:
     # What one request may carry (app/limits.py), known once loaded.
     max_batch: int = 1
     max_body_bytes: int = 1024 * 1024
+    # How long the loader's trial of the largest batch took.
+    largest_batch_seconds: float = 0.0
     # Why newer versions did not load: at most ten messages, and how many there were.
     skipped: list[str] = field(default_factory=list)
     failure_count: int = 0
@@ -130,10 +137,12 @@ class ModelRunner:
             compiled.kernels,
             threads,
         )
-        (self._input,) = compiled.inputs[:1]
         # Neither the interpreter nor its tensors may be used by two requests at
         # once; the gevent worker swaps in its turns (app/worker.py).
         self.turns = threading.Lock()
+        # Set by the gevent worker: ``offload(function, inputs)`` runs a long inference
+        # in a thread, so the worker's loop answers probes and heartbeats meanwhile.
+        self.offload = None
         # Set in a worker that serves it: the input monitor (app/monitoring.py).
         self.monitor = None
 
@@ -155,7 +164,9 @@ class ModelRunner:
             ) from error
         if full_check:
             runner.check_golden(batched=True)
+            started = time.perf_counter()
             runner.run(runner.zeros(bundle.max_batch))
+            bundle.largest_batch_seconds = time.perf_counter() - started
         runner.check_golden(batched=False, rows=None if full_check else 1)
         return runner
 
@@ -189,15 +200,27 @@ class ModelRunner:
         ]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """All outputs for float32 inputs in the signature's order, in one call."""
+        """All outputs for float32 inputs in the signature's order, in one call.
+
+        One that should take OFFLOAD_SECONDS or more (by the loader's trial of the
+        largest batch) runs through ``offload`` when the worker sets one.
+        """
         with self.turns:
+            if self.offload is not None and self.expected_seconds(len(inputs[0])) >= (
+                OFFLOAD_SECONDS
+            ):
+                return self.offload(self._runtime, inputs)
             return self._runtime(inputs)
 
     def predict(self, instances: np.ndarray) -> np.ndarray:
         """One float32 output per float32 input, for a one-number-in, one-number-out model."""
-        batch = instances.reshape(-1, *self._input.feature_shape)
-        with self.turns:
-            return self._runtime([batch])[0].reshape(-1)
+        (spec,) = self.compiled.inputs
+        return self.run([instances.reshape(-1, *spec.feature_shape)])[0].reshape(-1)
+
+    def expected_seconds(self, batch: int) -> float:
+        """The time an inference of ``batch`` instances should take, from the loader's trial."""
+        bundle = self.bundle
+        return bundle.largest_batch_seconds * batch / bundle.max_batch
 
     @property
     def scalar(self) -> bool:

@@ -11,6 +11,7 @@ from flask import Flask, current_app, g
 from flask_smorest import abort
 
 from app.config import limits
+from app.errors import cut
 from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 from app.loader import load_newest, load_registered
 from app.model import ModelBundle, ModelLoadError, ModelRunner
@@ -182,9 +183,10 @@ def served_runner(
     """
     runner = current_runner()
     if name != runner.name:
-        abort(404, message=model_missing.format(name=name, served=runner.name))
+        abort(404, message=model_missing.format(name=cut(name), served=runner.name))
     if version is not None and version != str(runner.number):
-        abort(404, message=version_missing.format(name=name, version=version, served=runner.number))
+        message = version_missing.format(name=cut(name), version=cut(version), served=runner.number)
+        abort(404, message=message)
     return runner
 
 

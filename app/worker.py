@@ -9,7 +9,10 @@ connections). This worker adds two rules:
 
 - each request yields once it is answered, so ready connections take turns;
 - inferences take turns one at a time, and before each turn the loop serves
-  every connection that is ready, so a probe waits behind one inference at most.
+  every connection that is ready, so a probe waits behind one inference at most;
+- a long inference runs in a thread of its own (LiteRT releases the GIL while
+  it computes), so the loop answers probes and sends Gunicorn its heartbeat
+  meanwhile: no model, however slow, gets its worker killed for a timeout.
 
 And it closes a connection as Gunicorn's sync worker does, draining what the
 client still sends first, so a refusal is not lost to a reset.
@@ -21,6 +24,7 @@ gevent worker does, before it serves anything.
 
 import gevent
 from gevent.lock import Semaphore
+from gevent.threadpool import ThreadPool
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -65,14 +69,21 @@ class ModelServerWorker(GeventWorker):
 
     @staticmethod
     def adopt(state) -> None:
-        """Give a worker's ``ServingState`` this worker's turns and body deadline."""
+        """Give a worker's ``ServingState`` this worker's turns, thread and body deadline."""
         state.runner.turns = InferenceTurns()
+        state.runner.offload = inference_thread()
         state.body_deadline = body_deadline
 
     @staticmethod
     def call_later(seconds: float, function) -> None:
         """Run ``function`` after ``seconds``; a thread would block the loop (and fail)."""
         gevent.spawn_later(seconds, function)
+
+
+def inference_thread():
+    """``offload(function, inputs)``: the call run in one native thread, the greenlet waiting."""
+    pool = ThreadPool(1)
+    return lambda function, inputs: pool.apply(function, (inputs,))
 
 
 def body_deadline(seconds: float) -> gevent.Timeout:

@@ -87,6 +87,23 @@ def wide_output() -> keras.Model:
     )
 
 
+def slow_convolutions() -> keras.Model:
+    """Eight numbers in, 40x40 feature maps through five convolutions: ~6 ms an instance
+    here, so that a full batch of 1,000 outlasts a scaled-down GUNICORN_TIMEOUT."""
+    keras.utils.set_random_seed(17)
+    convolutions = [keras.layers.Conv2D(64, 3, padding="same", activation="relu") for _ in range(5)]
+    return keras.Sequential(
+        [
+            keras.Input((8,), name="x"),
+            keras.layers.Dense(40 * 40 * 16),
+            keras.layers.Reshape((40, 40, 16)),
+            *convolutions,
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, name="y"),
+        ]
+    )
+
+
 ZOO = {
     "mlp": mlp,
     "classifier": classifier,

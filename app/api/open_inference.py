@@ -9,7 +9,7 @@ from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import abort
 
-from app.api.parser import ProtocolBlueprint
+from app.api.parser import OpenInferenceBlueprint
 from app.api.schemas import (
     OipInferRequestSchema,
     OipInferResponseSchema,
@@ -24,7 +24,7 @@ from app.inference import InvalidInput, check_requested_outputs, infer, tensors_
 from app.json_provider import dumps
 from app.serving import served_runner, serving_state
 
-blp = ProtocolBlueprint(
+blp = OpenInferenceBlueprint(
     "open_inference",
     __name__,
     url_prefix="/v2",
@@ -129,14 +129,42 @@ class ModelInfer(MethodView):
         """Inference: input tensors in, output tensors out, in one call"""
         runner = served_model(name, version)
         compiled = runner.compiled
-        wanted = [output["name"] for output in body.get("outputs") or []]
         try:
+            if g.get("raw_binary"):
+                body = raw_binary_request(compiled, len(g.binary_tensors))
+            wanted = [output["name"] for output in body.get("outputs") or []]
             check_requested_outputs(wanted, compiled)
             inputs = tensors_to_inputs(body["inputs"], compiled, g.get("binary_tensors"))
             outputs = infer(runner, inputs)
         except InvalidInput as error:
             abort(error.protocol_status, message=error.message, errors=error.errors)
         return infer_response(runner, body, outputs, wanted)
+
+
+def raw_binary_request(compiled, size: int) -> dict:
+    """Triton's raw binary request as the protocol's JSON: the body is the raw FP32 tensor of
+    the model's one input, whose batch its size gives; every output is answered binary."""
+    if len(compiled.inputs) != 1:
+        raise InvalidInput(
+            400,
+            "A raw binary request (Inference-Header-Content-Length: 0) needs a model with one "
+            f"input; this one has {len(compiled.inputs)}.",
+        )
+    (spec,) = compiled.inputs
+    instance = spec.size * 4
+    if size == 0 or size % instance:
+        raise InvalidInput(
+            400,
+            f"A raw binary body of {size} bytes is not a whole number of instances of input "
+            f"{spec.name!r} (FP32, {instance} bytes each).",
+        )
+    tensor = {
+        "name": spec.name,
+        "datatype": "FP32",
+        "shape": [size // instance, *spec.feature_shape],
+        "parameters": {"binary_data_size": size},
+    }
+    return {"inputs": [tensor], "parameters": {"binary_data_output": True}}
 
 
 def infer_response(runner, body: dict, outputs: dict, wanted: list[str]):

@@ -14,6 +14,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
+from app.errors import cut
 from app.serving import serving_state
 
 
@@ -112,14 +113,14 @@ def check_media_type(
     if charset is None and "charset" in content_type.lower():
         charset = ""  # Declared but empty, which werkzeug drops.
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        abort(415, message=f"JSON must be UTF-8 encoded, not {charset!r}.")
+        abort(415, message=f"JSON must be UTF-8 encoded, not {cut(charset)!r}.")
     encoding = req.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity", *encodings):
         accepted = ", ".join(("identity", *encodings))
-        abort(415, message=f"Content-Encoding {encoding!r} is not supported; use {accepted}.")
+        abort(415, message=f"Content-Encoding {cut(encoding)!r} is not supported; use {accepted}.")
     transfer = req.headers.get("Transfer-Encoding", "chunked").replace(" ", "").lower()
     if transfer not in ("", "chunked"):
-        abort(415, message=f"Transfer-Encoding {transfer!r} is not supported; use chunked.")
+        abort(415, message=f"Transfer-Encoding {cut(transfer)!r} is not supported; use chunked.")
 
 
 def read_body(req: Request) -> bytes:
@@ -196,13 +197,25 @@ class ProtocolBodyParser(JsonBodyParser):
     them: tritonclient sends none, and TensorFlow Serving's documented
     `curl -d` sends application/x-www-form-urlencoded. Compressed with gzip or
     deflate, as tritonclient's ``request_compression_algorithm`` sends it,
-    within MAX_CONTENT_LENGTH once decompressed. And the Open Inference
-    Protocol's binary tensor data extension: with an
-    ``Inference-Header-Content-Length`` header, the JSON is that many bytes
-    and the raw tensors follow it (kept in ``g.binary_tensors``).
+    within MAX_CONTENT_LENGTH once decompressed.
     """
 
     json_type_required = False
+
+    def _raw_load_json(self, req: Request):
+        check_media_type(req, self.json_type_required, ("gzip", "deflate"))
+        return load_json(decompressed(req, read_body(req)))
+
+
+class BinaryTensorsParser(ProtocolBodyParser):
+    """The Open Inference Protocol's bodies: also its binary tensor data extension.
+
+    With an ``Inference-Header-Content-Length`` header, the JSON is that many
+    bytes and the raw tensors follow it (kept in ``g.binary_tensors``). With
+    the header at 0, Triton's raw binary request: the whole body is the raw
+    tensor of the model's one input (``g.raw_binary`` says so; the view builds
+    the request from the model's signature).
+    """
 
     def _raw_load_json(self, req: Request):
         check_media_type(req, self.json_type_required, ("gzip", "deflate"))
@@ -210,14 +223,19 @@ class ProtocolBodyParser(JsonBodyParser):
         header = req.headers.get("Inference-Header-Content-Length")
         if header is None:
             return load_json(body)
-        if not header.strip().isdigit() or not 0 < int(header) <= len(body):
+        length = header.strip()
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not (length.isascii() and length.isdigit()) or int(length) > len(body):
             abort(
                 400,
-                message=f"Inference-Header-Content-Length {header!r} is not a length within "
-                f"the {len(body)}-byte body.",
+                message=f"Inference-Header-Content-Length {cut(header)!r} is not a length "
+                f"within the {len(body)}-byte body.",
             )
-        g.binary_tensors = memoryview(body)[int(header) :]
-        return load_json(body[: int(header)])
+        g.binary_tensors = memoryview(body)[int(length) :]
+        if int(length) == 0:
+            g.raw_binary = True
+            return {"inputs": []}
+        return load_json(body[: int(length)])
 
 
 def decompressed(req: Request, body: bytes) -> bytes:
@@ -243,6 +261,11 @@ def decompressed(req: Request, body: bytes) -> bytes:
             raise RequestEntityTooLarge()
         if not inflater.eof:
             abort(400, message=f"The {encoding} body is cut short.")
+        if inflater.unused_data:  # A second gzip member, or anything else.
+            abort(
+                400,
+                message=f"{len(inflater.unused_data)} bytes follow the end of the {encoding} data.",
+            )
         return data
     abort(400, message=f"The body is not valid {encoding} data ({problem}).")
 
@@ -266,6 +289,12 @@ class ProtocolBlueprint(Blueprint):
             },
         }
         return doc
+
+
+class OpenInferenceBlueprint(ProtocolBlueprint):
+    """/v2: a protocol blueprint whose bodies may carry binary tensors."""
+
+    ARGUMENTS_PARSER = BinaryTensorsParser()
 
 
 class SegmentConverter(BaseConverter):

@@ -17,6 +17,7 @@ from app.api.schemas import (
     TfsPredictResponseSchema,
     TfsStatusSchema,
 )
+from app.errors import cut
 from app.inference import InvalidInput, columns_to_inputs, infer, instances_to_inputs, rows_of
 from app.serving import served_runner, serving_state
 
@@ -112,7 +113,7 @@ class Predict(MethodView):
         try:
             if signature != SIGNATURE:
                 raise InvalidInput(
-                    400, f'Serving signature name: "{signature}" not found in signature def'
+                    400, f'Serving signature name: "{cut(signature)}" not found in signature def'
                 )
             if ("instances" in body) == ("inputs" in body):
                 raise InvalidInput(400, 'Give exactly one of "instances" and "inputs".')

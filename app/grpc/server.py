@@ -14,12 +14,16 @@ from flask import Flask
 from gevent import monkey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from app.grpc.quota import STREAMS_PER_CONNECTION, MemoryQuota, quota_bytes
 from app.grpc.servicer import METHODS, OpenInferenceServicer
+from app.serving import serving_state
 
 SERVICE = "inference.GRPCInferenceService"
-# Calls one worker handles at once (greenlets under gevent); inference itself
-# takes turns on the worker's one interpreter.
+# Calls one worker handles at once (greenlets under gevent); grpcio refuses
+# more with RESOURCE_EXHAUSTED. Inference takes turns on the one interpreter.
 CONCURRENT_CALLS = 64
+# Bytes of an answer besides its tensors (names, shapes, the model's name).
+ANSWER_OVERHEAD_BYTES = 64 * 1024
 # Each connection is sent away (GOAWAY; its calls in flight finish) once this
 # old, so clients spread over the workers a reload starts, as HTTP clients do.
 CONNECTION_AGE_SECONDS = 5
@@ -36,25 +40,34 @@ class GrpcServer:
             from grpc.experimental import gevent as grpc_gevent
 
             grpc_gevent.init_gevent()
-        limit = app.config["MAX_CONTENT_LENGTH"]
+        config = app.config
+        limit = config["MAX_CONTENT_LENGTH"]
+        runner = serving_state(app).runner
+        largest_call = max(limit, largest_answer_bytes(runner))
+        idle_ms = config["GUNICORN_KEEPALIVE"] * 1000
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=CONCURRENT_CALLS),
+            maximum_concurrent_rpcs=CONCURRENT_CALLS,
             options=[
                 # The same bound as an HTTP body: a bigger message is RESOURCE_EXHAUSTED.
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_connection_age_ms", CONNECTION_AGE_SECONDS * 1000),
                 ("grpc.max_connection_age_grace_ms", 30_000),
+                # The bounds HTTP has: open connections per worker, and how long one may
+                # stay silent before its handshake or idle between calls.
+                ("grpc.max_allowed_incoming_connections", config["GUNICORN_WORKER_CONNECTIONS"]),
+                ("grpc.server_handshake_timeout_ms", idle_ms),
+                ("grpc.max_connection_idle_ms", idle_ms),
+                # One connection's share of the memory quota (app/grpc/quota.py).
+                ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
             ],
         )
-        servicer = self.servicer = OpenInferenceServicer(app)
+        self.quota = MemoryQuota(quota_bytes(largest_call))
+        servicer = self.servicer = OpenInferenceServicer(app, self.quota, largest_call)
+        # Stream handlers: each method reads its one message itself (app/grpc/servicer.py).
         handlers = {
-            name: grpc.unary_unary_rpc_method_handler(
-                getattr(servicer, name),
-                request_deserializer=request.FromString,
-                response_serializer=lambda response: response.SerializeToString(),
-            )
-            for name, request in METHODS.items()
+            name: grpc.stream_unary_rpc_method_handler(getattr(servicer, name)) for name in METHODS
         }
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
@@ -90,3 +103,8 @@ class GrpcServer:
         # The event is set once the last handler returns; its answer can still be
         # in gRPC's buffers, and exiting at once cancelled about 1 call in 6,000.
         time.sleep(0.2)
+
+
+def largest_answer_bytes(runner) -> int:
+    """The most bytes one answer can hold: every output at the largest admitted batch."""
+    return runner.bundle.max_batch * runner.compiled.numbers_out * 4 + ANSWER_OVERHEAD_BYTES

@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 from flask import Flask, g
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 from werkzeug.exceptions import HTTPException
 
 from app.api.open_inference import (
@@ -30,6 +31,7 @@ from app.api.open_inference import (
 from app.api.predict import bearer_matches
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
+from app.grpc.quota import MemoryQuota
 from app.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
 from app.request_context import REQUEST_ID
 from app.serving import serving_state
@@ -64,14 +66,21 @@ class CallError(Exception):
 
 
 def rpc(method):
-    """Run a call in the app's context: request id, token, metrics, log line, status code."""
+    """Serve one method: request id, token, memory quota, message, metrics, log line, status.
+
+    grpcio calls it with the request's raw bytes still to come (a stream
+    handler), so the token is checked and the quota reserved before a byte of
+    the message is read: an unauthenticated or excess call costs no buffer.
+    It answers raw bytes, whose size the quota then holds until the call ends.
+    """
     name = method.__name__
 
     @functools.wraps(method)
-    def call(self, request, context):
+    def call(self, request_iterator, context):
         self.admitting.wait()
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        reservation = None
         with self.app.app_context():
             metadata = dict(context.invocation_metadata())
             incoming = metadata.get("x-request-id", "")
@@ -80,7 +89,19 @@ def rpc(method):
             try:
                 if name == "ModelInfer":
                     self.check_token(metadata.get("authorization", ""))
-                return method(self, request)
+                reservation = self.quota.reserve(context.peer(), self.largest_call)
+                if reservation is None:
+                    raise CallError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "This worker's gRPC calls hold their memory quota "
+                        f"({self.quota.limit:,} bytes, half of it per connection); retry shortly.",
+                    )
+                if not context.add_callback(reservation.release):
+                    reservation.release()  # The call has already ended.
+                data = self.read_message(request_iterator)
+                answer = method(self, parse(data, METHODS[name])).SerializeToString()
+                reservation.resize(min(len(answer), self.largest_call))
+                return answer
             except CallError as error:
                 code, message = error.code, error.message
             except HTTPException as error:
@@ -104,6 +125,36 @@ def rpc(method):
     return call
 
 
+def read_message(request_iterator, limit: int) -> bytes:
+    """The call's one message; ``CallError`` when it does not arrive.
+
+    grpcio refuses a message over max_receive_message_length itself (the client
+    sees RESOURCE_EXHAUSTED) and this side sees no message at all, as when the
+    client cancels or sends none: all are counted and logged as that refusal.
+    """
+    try:
+        data = next(request_iterator, None)
+    except grpc.RpcError:
+        data = None
+    if data is None:
+        raise CallError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"No request message arrived: over the {limit:,}-byte limit "
+            "(MAX_CONTENT_LENGTH), or the client cancelled or sent none.",
+        )
+    return data
+
+
+def parse(data: bytes, message_type):
+    try:
+        return message_type.FromString(data)
+    except DecodeError:
+        raise CallError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"The request is not a valid {message_type.DESCRIPTOR.name} message.",
+        ) from None
+
+
 # Each method of ``inference.GRPCInferenceService`` with its request message.
 METHODS = {
     "ServerLive": pb.ServerLiveRequest,
@@ -118,11 +169,26 @@ METHODS = {
 class OpenInferenceServicer:
     """``inference.GRPCInferenceService`` for this worker's model."""
 
-    def __init__(self, app: Flask):
+    def __init__(self, app: Flask, quota: MemoryQuota, largest_call: int):
         self.app = app
+        self.quota, self.largest_call = quota, largest_call
+        self.message_limit = app.config["MAX_CONTENT_LENGTH"]
         # Cleared while the server stops (app/grpc/server.py): calls wait before they start.
         self.admitting = threading.Event()
         self.admitting.set()
+
+    def read_message(self, request_iterator) -> bytes:
+        """The call's message, within BODY_TIMEOUT as an HTTP body: a client sending it
+        slowly holds its room in the quota that long at most."""
+        seconds = self.app.config["BODY_TIMEOUT"]
+        try:
+            with serving_state(self.app).body_deadline(seconds):
+                return read_message(request_iterator, self.message_limit)
+        except TimeoutError:
+            raise CallError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"The request message did not arrive within {seconds} s (BODY_TIMEOUT).",
+            ) from None
 
     def check_token(self, authorization: str) -> None:
         expected = self.app.config["API_TOKEN"]

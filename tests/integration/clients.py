@@ -124,7 +124,7 @@ def reload_under_load(server, change_store, until, **request):
     return stream
 
 
-def oip_call(target: str, method: str, request, response_type, timeout: float = 30):
+def oip_call(target: str, method: str, request, response_type, timeout: float = 30, metadata=()):
     """One call of ``inference.GRPCInferenceService`` with this server's own messages."""
     with grpc.insecure_channel(target) as channel:
         call = channel.unary_unary(
@@ -132,4 +132,4 @@ def oip_call(target: str, method: str, request, response_type, timeout: float = 
             request_serializer=lambda message: message.SerializeToString(),
             response_deserializer=response_type.FromString,
         )
-        return call(request, timeout=timeout)
+        return call(request, timeout=timeout, metadata=metadata)

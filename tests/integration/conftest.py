@@ -7,9 +7,10 @@ import pytest
 from tests.integration.server import GunicornServer, ServerError
 
 
-def start(model_dir, tmp_path_factory, **env) -> GunicornServer:
+def start(model_dir, tmp_path_factory, workers: int = 2, **env) -> GunicornServer:
     """Start Gunicorn and wait until every worker is ready, or fail the test with its log."""
-    gunicorn = GunicornServer(model_dir, tmp_path_factory.mktemp("gunicorn") / "server.log", **env)
+    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    gunicorn = GunicornServer(model_dir, log, workers, **env)
     try:
         gunicorn.wait_until_all_workers_ready(gunicorn.workers)
     except ServerError as error:
@@ -39,8 +40,8 @@ def make_server(tmp_path_factory):
     """Start Gunicorns with given settings; all are stopped after the test."""
     servers = []
 
-    def make(store, **env):
-        servers.append(start(store, tmp_path_factory, **env))
+    def make(store, workers: int = 2, **env):
+        servers.append(start(store, tmp_path_factory, workers, **env))
         return servers[-1]
 
     yield make

@@ -13,6 +13,14 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def memory_mib(pid: int, field: str = "Rss") -> float:
+    """A process's Rss, or Pss (its share of the pages it maps), in MiB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} line for process {pid}")
+
+
 class ServerError(RuntimeError):
     """Gunicorn exited or never became ready; the message carries its log."""
 

@@ -9,15 +9,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import make_blocking
-from tests.integration.clients import PREDICT, RequestStream, served_by, wait_for
+from app.grpc import open_inference_pb2 as pb
+from tests.conftest import make_blocking, save_version
+from tests.integration.clients import PREDICT, RequestStream, oip_call, served_by, wait_for
 from tests.integration.server import ROOT, GunicornServer
+from tests.models import slow_convolutions
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10) -> bytes:
@@ -53,6 +56,64 @@ def test_a_worker_whose_loop_is_stuck_is_replaced_after_the_timeout(store, make_
         wait_for(lambda: len(stream.versions) > 20)
     assert stream.failures == []
     assert survivor in server.worker_pids()
+
+
+@pytest.fixture(scope="module")
+def slow_store(tmp_path_factory):
+    """A store holding the slow model (tests/models.py), saved and compiled once."""
+    store = tmp_path_factory.mktemp("slow") / "slow"
+    save_version(slow_convolutions(), store, 1)
+    return store
+
+
+def test_an_inference_longer_than_the_timeout_is_answered_and_probes_answer_meanwhile(
+    slow_store, make_server
+):
+    server = make_server(slow_store, workers=1, GUNICORN_TIMEOUT=2)
+    (worker,) = server.worker_pids()
+    answers = {}
+
+    def heavy():
+        body = {"instances": [[0.5] * 8] * 1000}
+        started = time.monotonic()
+        answers["rest"] = requests.post(f"{server.url}/predict", json=body, timeout=60)
+        answers["seconds"] = time.monotonic() - started
+
+    def grpc_call():
+        request = pb.ModelInferRequest(model_name="slow")
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 8]).contents.fp32_contents.extend(
+            [0.5] * 8
+        )
+        answers["grpc"] = oip_call(server.grpc_target, "ModelInfer", request, pb.ModelInferResponse)
+
+    calls = [threading.Thread(target=heavy), threading.Thread(target=grpc_call)]
+    for call in calls:
+        call.start()
+    probes = []
+    while calls[0].is_alive():
+        started = time.monotonic()
+        status = requests.get(f"{server.url}/health/ready", timeout=5).status_code
+        probes.append((status, time.monotonic() - started))
+        time.sleep(0.1)
+    for call in calls:
+        call.join(timeout=60)
+    assert answers["rest"].status_code == 200 and len(answers["rest"].json()["predictions"]) == 1000
+    assert answers["seconds"] > 2, "the batch took less than the timeout: no test"
+    assert len(answers["grpc"].raw_output_contents) == 1
+    assert all(status == 200 for status, _ in probes), probes
+    assert max(seconds for _, seconds in probes) < 1, probes
+    assert server.worker_pids() == [worker] and "WORKER TIMEOUT" not in server.output()
+
+
+def test_a_version_whose_largest_batch_outlasts_the_drain_is_refused(slow_store, tmp_path):
+    # Sync workers block on an inference: half of GUNICORN_TIMEOUT (1 s) bounds the batch.
+    server = GunicornServer(
+        slow_store, tmp_path / "server.log", GUNICORN_WORKER_CLASS="sync", GUNICORN_TIMEOUT=2
+    )
+    assert server.process.wait(timeout=120) != 0
+    (line,) = [line for line in server.output().splitlines() if "no servable model" in line]
+    assert "largest batch (1,000 instances)" in line and "MAX_BATCH_SIZE" in line
+    server.stop()
 
 
 def test_sigterm_drains_serving_while_not_ready_then_exits_zero(store, make_server):

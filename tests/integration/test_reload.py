@@ -23,6 +23,7 @@ from tests.integration.clients import (
     served_versions,
     wait_for,
 )
+from tests.integration.server import memory_mib
 
 
 def load_failures(server) -> float:
@@ -152,20 +153,15 @@ def test_a_new_version_a_worker_could_not_start_is_refused_by_the_loader(store, 
     )
 
 
-def master_rss_kib(server) -> int:
-    status = Path(f"/proc/{server.pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
-
-
 def test_the_masters_memory_stays_flat_over_a_hundred_reloads(store, make_server):
     server = make_server(store)
     for _ in range(10):  # Allocator pools and caches settle.
         replace_workers(server)
-    before = master_rss_kib(server)
+    before = memory_mib(server.pid)
     for _ in range(100):
         replace_workers(server)
     # Measured: 7.0 MB more when the garbage of each reload stayed frozen, 12 kB now.
-    assert master_rss_kib(server) - before < 1500
+    assert memory_mib(server.pid) - before < 1500 / 1024
 
 
 def copy_with_metadata(store, name: str, change) -> None:

@@ -9,7 +9,6 @@ import json
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import requests
 from app.artifact import FLOAT32_MAX
 from tests.integration.clients import ProbeStream, reload_under_load, served_versions
 from tests.integration.conftest import start
+from tests.integration.server import memory_mib
 from tests.models import (
     APIS,
     ZOO,
@@ -66,14 +66,6 @@ def test_an_extreme_instance_gets_a_4xx_or_what_keras_answers(zoo_server):
     assert requests.get(f"{server.url}/health/ready", timeout=5).status_code == 200
 
 
-def worker_pss_mib(pid: int) -> float:
-    """A process's proportional set size: its share of the pages it maps."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no Pss line")
-
-
 @pytest.fixture(scope="module")
 def mobilenet_server(zoo, tmp_path_factory):
     """MobileNetV3Small in a store of its own, so a test may add versions."""
@@ -90,7 +82,7 @@ def test_mobilenet_workers_stay_close_to_flatbuffer_plus_arena(mobilenet_server)
     path, body = request_for("predict", "mobilenet", image)
     for _ in range(20):  # Both workers answer and settle.
         assert requests.post(server.url + path, json=body, timeout=30).status_code == 200
-    sizes = [worker_pss_mib(pid) for pid in server.worker_pids()]
+    sizes = [memory_mib(pid, "Pss") for pid in server.worker_pids()]
     assert max(sizes) < 100, sizes
 
 

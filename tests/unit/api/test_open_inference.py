@@ -214,6 +214,9 @@ def test_binary_outputs_are_chosen_per_output(multi_app, multi_runner):
         (lambda d, h: (d[:-4], h), "needs 8 bytes of binary data; 4 remain"),
         (lambda d, h: (d, {**h, "Inference-Header-Content-Length": "9999"}), "not a length"),
         (lambda d, h: (d, {**h, "Inference-Header-Content-Length": "-1"}), "not a length"),
+        # str.isdigit() takes a superscript two, which int() refuses: a 500 before.
+        (lambda d, h: (d, {**h, "Inference-Header-Content-Length": "²"}), "not a length"),
+        (lambda d, h: (d, {**h, "Inference-Header-Content-Length": "+5"}), "not a length"),
         (lambda d, h: (d.replace(b'"binary_data_size": 8', b'"binary_data_size": 4'), h), "is 8"),
     ],
 )
@@ -239,6 +242,56 @@ def test_a_compressed_request_is_read_as_tritonclient_sends_it(client, encoding)
         "/v2/models/linear/infer", data=data, headers={"Content-Encoding": encoding}
     )
     assert response.status_code == 200, response.json
+
+
+@pytest.mark.parametrize(
+    "encoding, compress",
+    [
+        ("gzip", lambda body: gzip.compress(body) + b"trailing garbage"),
+        ("gzip", lambda body: gzip.compress(body) + gzip.compress(b"{}")),
+        ("deflate", lambda body: zlib.compress(body) + b"\0"),
+    ],
+    ids=["gzip-garbage", "gzip-second-member", "deflate-garbage"],
+)
+def test_bytes_after_the_end_of_a_compressed_body_are_400(client, encoding, compress):
+    data = compress(json.dumps(infer_body([10.0], [1, 1])).encode())
+    response = client.post(
+        "/v2/models/linear/infer", data=data, headers={"Content-Encoding": encoding}
+    )
+    assert response.status_code == 400 and "follow the end" in response.json["error"]
+
+
+def test_a_raw_binary_request_is_the_one_inputs_tensor(client, runner):
+    values = np.array([[10.0], [-1.5], [3.0]], "<f4")
+    response = client.post(
+        "/v2/models/linear/infer",
+        data=values.tobytes(),
+        headers={"Inference-Header-Content-Length": "0"},
+    )
+    assert response.status_code == 200, response.data[:300]
+    header, arrays = read_binary_response(response)
+    assert header["model_name"] == "linear" and header["outputs"][0]["shape"] == [3, 1]
+    np.testing.assert_array_equal(arrays["y"], runner.run([values])[0])
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [(b"", "0 bytes"), (b"\0" * 6, "6 bytes is not a whole number"), (b"\xff" * 4, "finite")],
+)
+def test_a_raw_binary_body_that_is_no_batch_of_the_input_is_400(client, data, message):
+    response = client.post(
+        "/v2/models/linear/infer", data=data, headers={"Inference-Header-Content-Length": "0"}
+    )
+    assert response.status_code == 400 and message in response.json["error"], response.json
+
+
+def test_a_raw_binary_request_to_a_model_of_two_inputs_is_400(multi_app):
+    response = multi_app.test_client().post(
+        "/v2/models/multi/infer",
+        data=b"\0" * 28,
+        headers={"Inference-Header-Content-Length": "0"},
+    )
+    assert response.status_code == 400 and "one input; this one has 2" in response.json["error"]
 
 
 def test_a_zip_bomb_is_413_after_inflating_no_more_than_the_limit(app, client):
@@ -313,3 +366,11 @@ class TestMultiTensorModel:
         }
         response = client.post("/v2/models/multi/infer", json=body)
         assert response.status_code == 400 and "same batch size" in response.json["error"]
+
+
+def test_an_error_echoes_a_long_client_string_cut_short(client):
+    body = infer_body([1.0], [1, 1])
+    body["inputs"][0]["name"] = "n" * 20_000
+    response = client.post("/v2/models/linear/infer", json=body)
+    assert response.status_code == 400 and "Unknown input 'nnnn" in response.json["error"]
+    assert len(response.json["error"]) < 300

@@ -1,5 +1,7 @@
 """/v1/models: TensorFlow Serving's REST API, with its documented request bodies byte for byte."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,15 @@ class TestMultiTensorModel:
         outputs = response.json["outputs"]
         np.testing.assert_allclose(outputs["scores"], scores, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(outputs["total"], total, rtol=1e-4, atol=1e-5)
+
+
+def test_the_binary_tensor_header_of_v2_is_not_honoured(client):
+    # TF Serving's API has no binary extension: the whole body is the JSON document.
+    document = json.dumps({"instances": [1.0]}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(document))}
+    plain = client.post("/v1/models/linear:predict", data=document, headers=headers)
+    assert plain.status_code == 200, plain.json
+    trailing = client.post(
+        "/v1/models/linear:predict", data=document + b"\0\0\0\0", headers=headers
+    )
+    assert trailing.status_code == 400 and "not valid JSON" in trailing.json["error"]

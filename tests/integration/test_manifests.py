@@ -102,10 +102,15 @@ class ManifestServer:
         mounted = Path("/mnt") / Path(environment["MODEL_DIR"]).name
         environment["MODEL_DIR"] = str(mounted)
         environment["PATH"] = os.environ["PATH"]
+        # The project too (it may live under /tmp, which an emptyDir would hide).
+        project, python = Path("/mnt/project"), Path(sys.executable)
+        if python.is_relative_to(ROOT):
+            python = project / python.relative_to(ROOT)
         steps = [
             "mount -t tmpfs tmpfs /mnt",
-            f"mkdir {mounted}",
+            f"mkdir {mounted} {project}",
             f"mount --bind -o ro {shlex.quote(str(store))} {mounted}",
+            f"mount --bind {shlex.quote(str(ROOT))} {project}",
         ]
         empty_dirs = {volume["name"] for volume in volumes if "emptyDir" in volume}
         for mount in container.get("volumeMounts", []):
@@ -113,7 +118,8 @@ class ManifestServer:
                 steps.append(f"mount -t tmpfs -o mode=1777 tmpfs {shlex.quote(mount['mountPath'])}")
         if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
             steps.append("mount -o remount,bind,ro /")  # Read-only for root too (EROFS).
-        steps.append("exec " + shlex.join([sys.executable, "-m", "app.serve"]))
+        steps.append(f"cd {project}")
+        steps.append("exec " + shlex.join([str(python), "-m", "app.serve"]))
         self.process = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-ec", " && ".join(steps)],
             cwd=ROOT,

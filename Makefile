@@ -92,9 +92,10 @@ test: install $(MLFLOW_VENV)/.installed ## Run the whole test suite (set-up incl
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
 
 .PHONY: lint
-lint: install ## Check style with ruff
+lint: install ## Check style with ruff, and that imports follow the layers (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 .PHONY: format
 format: install ## Format the code with ruff

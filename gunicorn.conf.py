@@ -30,15 +30,15 @@ try:
 except ConfigError as error:
     sys.exit(f"model server: configuration error: {error}")
 
-from app import handover, metrics_files  # noqa: E402
+from app.ops import handover, metrics_files  # noqa: E402
 
 if "app.extensions" not in sys.modules:
     # At the first start only (a reload runs this file again), and before the
     # app's metrics create this process's own files: drop an earlier server's counts.
     metrics_files.reset(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
-from app import gunicorn_errors  # noqa: E402
-from app.logs import ACCESS_FORMAT, logging_config  # noqa: E402
+from app.ops import gunicorn_errors  # noqa: E402
+from app.ops.logs import ACCESS_FORMAT, logging_config  # noqa: E402
 
 # Errors Gunicorn answers itself (bad request line, oversized headers, a
 # request cut off at the timeout) use the API's JSON shape, not HTML.
@@ -50,11 +50,15 @@ bind = _settings.GUNICORN_BIND
 # One process per core: inference is CPU-bound and each worker runs its own interpreter.
 workers = _settings.WEB_CONCURRENCY
 
-# gevent, made fair for a CPU-bound app (app/worker.py): each connection is a
+# gevent, made fair for a CPU-bound app (app/ops/worker.py): each connection is a
 # greenlet, so idle, slow and kept-alive clients cost memory, never a worker.
 # sync and gthread are there to compare (README, "Slow and idle clients"): two
 # idle connections stall two sync workers.
-WORKER_CLASSES = {"gevent": "app.worker.ModelServerWorker", "sync": "sync", "gthread": "gthread"}
+WORKER_CLASSES = {
+    "gevent": "app.ops.worker.ModelServerWorker",
+    "sync": "sync",
+    "gthread": "gthread",
+}
 worker_class = WORKER_CLASSES[_settings.GUNICORN_WORKER_CLASS]
 threads = _settings.GUNICORN_THREADS
 
@@ -91,8 +95,8 @@ access_log_format = ACCESS_FORMAT
 
 def on_starting(server):
     """Load the model, or refuse to start with one line saying why."""
-    from app.model import ModelLoadError
-    from app.serving import load_bundle
+    from app.core.serving import load_bundle
+    from app.runtime.model import ModelLoadError
 
     if _settings.GRPC_PORT and not port_is_free(_settings.GRPC_BIND):
         # Workers share the port with SO_REUSEPORT, which would also let them
@@ -126,8 +130,8 @@ def on_reload(server):
     ones, so the old workers serve on while the new version loads, and the
     new workers start with it already verified: no gap, however slow the load.
     """
-    from app.model import ModelLoadError
-    from app.serving import load_bundle, serving_state
+    from app.core.serving import load_bundle, serving_state
+    from app.runtime.model import ModelLoadError
 
     app = server.app.wsgi()
     # pre_fork froze every object before the last fork; unfrozen, what the
@@ -153,7 +157,7 @@ def pre_fork(server, worker):
 
 def post_fork(server, worker):
     """Build the worker's runtime from the master's verified model, before it serves."""
-    from app.serving import start_serving
+    from app.core.serving import start_serving
 
     # Until the worker installs its own handlers, it still has the master's,
     # which would swallow a stop signal sent while the model loads.
@@ -170,10 +174,10 @@ def post_worker_init(worker):
     balancer sees it leave before it stops accepting; in-flight requests and
     calls then get Gunicorn's graceful timeout.
     """
-    from app.serving import serving_state
+    from app.core.serving import serving_state
 
     state = serving_state(worker.wsgi)
-    if hasattr(worker, "adopt"):  # app/worker.py's gevent worker: its turns, deadlines, timers
+    if hasattr(worker, "adopt"):  # app/ops/worker.py's gevent worker: its turns, deadlines, timers
         worker.adopt(state)
         call_later = worker.call_later
     else:
@@ -205,7 +209,7 @@ def post_worker_init(worker):
 def worker_exit(server, worker):
     """Stop gRPC once a newer worker serves it, and let the calls in flight finish.
 
-    See app/handover.py: in a reload the old worker's gRPC server must not
+    See app/ops/handover.py: in a reload the old worker's gRPC server must not
     stop before a new one listens, or clients are refused meanwhile.
     """
     if getattr(worker, "grpc_server", None):
@@ -218,7 +222,7 @@ def pre_request(worker, req):
 
     Kept-alive clients then reconnect, and reach an instance that is not leaving.
     """
-    from app.serving import serving_state
+    from app.core.serving import serving_state
 
     if serving_state(worker.wsgi).draining:
         req.must_close = True

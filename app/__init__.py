@@ -1,4 +1,12 @@
-"""The model server's Flask application factory.
+"""The model server: its Flask application factory, and what the Flask habit keeps beside it.
+
+Here: ``create_app``, the settings (``config``), the unbound extensions and
+metrics (``extensions``), the error handlers (``errors``) and the entry point
+(``serve``). Below, by role, with arrows one way (adapters -> core ->
+runtime; operations used by all): ``api`` and ``grpc`` (the wire formats),
+``core`` (the serving core they adapt to), ``runtime`` (what a version is and
+how it loads), ``ops`` (logs, metrics, monitoring, the Gunicorn worker).
+``pyproject.toml``'s import-linter contracts check the arrows.
 
 The modules are imported inside ``create_app``: ``app.config`` alone must be
 importable (by ``python -m app.serve`` and gunicorn.conf.py) without creating
@@ -8,10 +16,13 @@ the app's metrics, which depend on the environment those two prepare.
 from flask import Flask
 
 API_DESCRIPTION = (
-    "Online inference for a Keras regression model with one numeric input and one "
-    "numeric output. `POST /predict` takes a batch of numbers and answers one "
-    "prediction each, computed in a single vectorised call. Every error is JSON "
-    "with `code`, `status`, `message` and `errors`."
+    "Online inference for a Keras model compiled to LiteRT: the notebook's "
+    "one-number regression by default, or any model with fixed-shape float32 inputs "
+    "and outputs. `POST /predict` takes a batch of instances and answers one "
+    "prediction each, computed in a single call; the Open Inference Protocol "
+    "(`/v2`) and TensorFlow Serving's REST API (`/v1/models`) serve the same model. "
+    'Errors are JSON: `code`, `status`, `message` and `errors` here, `{"error"}` on '
+    "the standard protocols' routes."
 )
 
 
@@ -19,10 +30,10 @@ def create_app(config: dict | None = None) -> Flask:
     """Create the app; ``config`` overrides settings (tests use it)."""
     from app.api import register_blueprints
     from app.config import Config
+    from app.core.serving import ServingState
     from app.errors import register_error_handlers
-    from app.json_provider import OrjsonProvider
-    from app.request_context import register_request_hooks
-    from app.serving import ServingState
+    from app.ops.json_provider import OrjsonProvider
+    from app.ops.request_context import register_request_hooks
 
     app = Flask(__name__)
     # "//" in a path is a 404, not an HTML redirect to a URL built from the Host header.

@@ -5,8 +5,8 @@ import re
 from importlib.util import find_spec
 from pathlib import Path
 
-from app.artifact import DEFAULT_MAX_MODEL_BYTES
-from app.limits import DEFAULT_BODY_BYTES, DEFAULT_TENSOR_ELEMENTS, Limits
+from app.runtime.artifact import DEFAULT_MAX_MODEL_BYTES
+from app.runtime.limits import DEFAULT_BODY_BYTES, DEFAULT_TENSOR_ELEMENTS, Limits
 
 
 class ConfigError(ValueError):
@@ -54,7 +54,7 @@ def _path(environ, name: str, default: str | None) -> Path | None:
 
 
 def _model_name(environ, model_dir: Path) -> str:
-    from app.store import model_name
+    from app.runtime.store import model_name
 
     name = (environ.get("MODEL_NAME") or "").strip() or model_name(model_dir)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
@@ -67,7 +67,7 @@ def _model_uri(environ):
     text = (environ.get("MODEL_URI") or "").strip()
     if not text:
         return None
-    from app.registry import ModelUri
+    from app.runtime.registry import ModelUri
 
     try:
         uri = ModelUri.parse(text)
@@ -115,7 +115,7 @@ class Config:
                 "needs time left to fall back to the cache"
             )
         self.MAX_BATCH_SIZE = _number(environ, "MAX_BATCH_SIZE", 1000, int, minimum=1)
-        # Unset: derived from the served model (app/limits.py), at least 1 MiB.
+        # Unset: derived from the served model (app/runtime/limits.py), at least 1 MiB.
         body_limit = _number(environ, "MAX_CONTENT_LENGTH", None, int, minimum=64)
         self.BODY_LIMIT_FROM_MODEL = body_limit is None
         self.MAX_CONTENT_LENGTH = body_limit or DEFAULT_BODY_BYTES

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.store import list_versions
+from app.runtime.store import list_versions
 from tests.integration.server import GunicornServer
 
 HERE = Path(__file__).resolve().parent
@@ -183,8 +183,8 @@ def runner_latencies(model_dir: Path) -> dict:
     """Per-call latency of the model runner and of Keras' model.predict."""
     import keras
 
-    from app.loader import load_version
-    from app.model import ModelRunner
+    from app.runtime.loader import load_version
+    from app.runtime.model import ModelRunner
 
     runner = ModelRunner.build(load_version(list_versions(model_dir)[0]))
     model = keras.models.load_model(runner.version.model_file, compile=False)

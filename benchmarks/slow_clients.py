@@ -1,7 +1,7 @@
 """Idle, slow and kept-alive clients per worker class: ``make bench`` (or
 ``.venv/bin/python -m benchmarks.slow_clients``).
 
-For each Gunicorn worker class (the default gevent worker of app/worker.py,
+For each Gunicorn worker class (the default gevent worker of app/ops/worker.py,
 sync, gthread with 8 threads), two workers serving MODEL_DIR, driven by wrk
 at 20 keep-alive connections:
 

@@ -9,13 +9,12 @@ import keras
 import pytest
 
 from app import create_app
-from app.loader import load_version
-from app.model import ModelRunner
-from app.monitoring import InputMonitor
-from app.serving import serve_runner
-from app.store import list_versions
+from app.core.serving import input_monitor, serve_runner
+from app.runtime.compiler import compile_version
+from app.runtime.loader import load_version
+from app.runtime.model import ModelRunner
+from app.runtime.store import list_versions
 from tests.models import ZOO, wide_output
-from training.compile import compile_version
 from training.train import train
 
 # Enough epochs to move the weights, few enough to train in about a second.
@@ -74,7 +73,7 @@ def zoo(tmp_path_factory) -> dict[str, ZooModel]:
 def watched_runner(model_dir: Path) -> ModelRunner:
     """The newest version, built and its inputs watched as a worker does it."""
     runner = ModelRunner.build(load_version(list_versions(model_dir)[0]))
-    runner.monitor = InputMonitor(runner)
+    runner.monitor = input_monitor(runner)
     return runner
 
 

@@ -115,7 +115,7 @@ ZOO = {
 
 def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Instances by input name, like the ones the model is used on: pixels 0..255, else N(0, 3)."""
-    from training.compile import tensor_specs
+    from app.runtime.compiler import tensor_specs
 
     rng = np.random.default_rng(seed)
     inputs = {}
@@ -129,7 +129,7 @@ def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndar
 
 def keras_outputs(model: keras.Model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The reference: Keras' outputs by the name the server gives them."""
-    from training.compile import reference, tensor_specs
+    from app.runtime.compiler import reference, tensor_specs
 
     input_specs, output_specs = tensor_specs(model)
     outputs = reference(model, [inputs[spec.name] for spec in input_specs])

@@ -1,4 +1,12 @@
-"""Reproducible training of the notebook's one-input regression model."""
+"""Training: seeded fits saved as new versions with their lineage, and the compile command.
+
+``python -m training`` trains the notebook's model (``train``) from
+``data/train.csv`` (``data``), records its input profile (``profile``) and
+compiles the version (app/runtime/compiler.py); ``--register`` logs it to
+MLflow (``registry``). ``python -m training compile`` compiles saved or
+registered versions (``compile``). Imports the runtime; the app never imports
+training.
+"""
 
 import os
 

@@ -1,6 +1,6 @@
 """The training data's input profile: per feature, its range and how its rows fall in buckets.
 
-The server compares live inputs with it (app/monitoring.py). Buckets follow
+The server compares live inputs with it (app/ops/monitoring.py). Buckets follow
 Prometheus's histogram rule, a value belongs to the first bucket whose upper
 bound is at least the value, and frame the training range with one bucket
 below its minimum and the +Inf bucket above its maximum, both empty in

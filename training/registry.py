@@ -83,7 +83,7 @@ def compile_registered(text: str) -> str:
 
     For models a data scientist logs from a notebook (``mlflow.keras.log_model``
     or any run artifact holding a ``.keras`` or ``.h5`` file): the version is
-    downloaded, compiled and checked as any version (app/artifact.py), logged
+    downloaded, compiled and checked as any version (app/runtime/artifact.py), logged
     to the same run under ``compiled-v<N>`` and registered as a new version
     tagged ``compiled_from``; an alias in ``text`` moves to it. Registered
     versions never change, so a server's cache of version N stays true.
@@ -96,9 +96,9 @@ def compile_registered(text: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from app.registry import ModelUri, redact, resolve
-    from training.compile import compile_version
-    from training.train import ARTIFACT_FILES, MODEL_FILENAME, sha256_file
+    from app.runtime.compiler import compile_version
+    from app.runtime.registry import ModelUri, redact, resolve
+    from training.version import ARTIFACT_FILES, MODEL_FILENAME, sha256_file
 
     try:
         uri = ModelUri.parse(text)
@@ -157,7 +157,7 @@ def compile_registered(text: str) -> str:
 
 def find_keras_file(directory):
     """The saved Keras model in a downloaded version: ``.keras`` first, the shallowest."""
-    from training.compile import ArtifactError
+    from app.runtime.artifact import ArtifactError
 
     for suffix in (".keras", ".h5"):
         found = sorted(directory.rglob(f"*{suffix}"), key=lambda p: (len(p.parts), str(p)))

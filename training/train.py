@@ -14,17 +14,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.artifact import FLATBUFFER_FILE, GOLDEN_FILE, SIGNATURE_FILE
-from app.store import next_version_number
+from app.runtime.compiler import compile_version
+from app.runtime.store import next_version_number
 from training import data
-from training.compile import compile_version, sha256_file
 from training.profile import input_profile
+from training.version import ARTIFACT_FILES, MODEL_FILENAME, sha256_file
 
 log = logging.getLogger("training")
 
-MODEL_FILENAME = "model.keras"
-# The files of a version whose checksums metadata.json records (and the server checks).
-ARTIFACT_FILES = (MODEL_FILENAME, FLATBUFFER_FILE, SIGNATURE_FILE, GOLDEN_FILE)
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
@@ -137,7 +134,7 @@ def train(
         },
         "data": {"path": str(data_path), "rows": len(xs), "sha256": data.sha256(data_path)},
         "training": {**run.parameters, "final_loss": run.losses[-1]},
-        # What the server compares live inputs with (app/monitoring.py).
+        # What the server compares live inputs with (app/ops/monitoring.py).
         "input_profile": input_profile({"x": xs}),
     }
     run.path = save_version(model, output_dir / name, metadata)

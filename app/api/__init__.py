@@ -1,4 +1,12 @@
-"""The API's blueprints, registered on the app's ``Api``."""
+"""HTTP adapters: one flask-smorest blueprint per route group, registered on the app's ``Api``.
+
+``/predict``, the Open Inference Protocol (``/v2``), TensorFlow Serving's REST
+API (``/v1/models``), ``/model``, health and metrics. Each only translates its
+wire format to and from the serving core.
+
+May import: ``app.core``, ``app.runtime`` (the signature's types), ``app.ops``,
+``app.config``, ``app.errors``, ``app.extensions``. Never ``app.grpc``.
+"""
 
 from flask import Flask
 from flask_smorest import Api

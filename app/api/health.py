@@ -5,7 +5,7 @@ from flask.views import MethodView
 
 from app.api.parser import Blueprint
 from app.api.schemas import LiveSchema, ReadySchema
-from app.serving import serving_state
+from app.core.serving import serving_state
 
 blp = Blueprint("health", __name__, description="Probes for orchestrators.")
 

@@ -6,8 +6,8 @@ from flask import Response
 from flask.views import MethodView
 from prometheus_client import REGISTRY, generate_latest
 
-from app import metrics_files
 from app.api.parser import Blueprint
+from app.ops import metrics_files
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics.")
 

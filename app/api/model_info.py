@@ -5,8 +5,8 @@ from flask.views import MethodView
 
 from app.api.parser import Blueprint
 from app.api.schemas import ModelInfoSchema
-from app.artifact import FLATBUFFER_FILE
-from app.serving import current_runner, serving_state
+from app.core.serving import current_runner, serving_state
+from app.runtime.artifact import FLATBUFFER_FILE
 
 blp = Blueprint("model", __name__, description="The served model.")
 

@@ -20,9 +20,10 @@ from app.api.schemas import (
     OipServerMetadataSchema,
     ProtocolErrorSchema,
 )
-from app.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
-from app.json_provider import dumps
-from app.serving import served_runner, serving_state
+from app.core.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
+from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
+from app.core.serving import serving_state
+from app.ops.json_provider import dumps
 
 blp = OpenInferenceBlueprint(
     "open_inference",
@@ -30,38 +31,6 @@ blp = OpenInferenceBlueprint(
     url_prefix="/v2",
     description="Open Inference Protocol v2 (KServe, Triton, MLServer clients).",
 )
-
-SERVER_NAME = "model-server"
-SERVER_VERSION = "1.0.0"
-# The protocol's <project>_<format> for the served artifacts: LiteRT running a
-# TensorFlow Lite flatbuffer (as Triton says "tensorflow_savedmodel", "onnxruntime_onnx").
-PLATFORM = "litert_tflite"
-# The binary tensor data extension: raw tensors after the JSON, both ways.
-EXTENSIONS = ["binary_tensor_data"]
-
-
-def served_model(name: str, version: str | None = None):
-    return served_runner(
-        name,
-        version,
-        "Model {name!r} is not served; this server serves {served!r}.",
-        "Version {version!r} of model {name!r} is not served; version {served} is.",
-    )
-
-
-def tensor_metadata(spec) -> dict:
-    return {"name": spec.name, "datatype": "FP32", "shape": list(spec.shape)}
-
-
-def model_metadata(runner) -> dict:
-    """The protocol's model metadata, over REST and gRPC alike."""
-    return {
-        "name": runner.name,
-        "versions": [str(runner.number)],
-        "platform": PLATFORM,
-        "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
-        "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],
-    }
 
 
 @blp.route("")

@@ -14,8 +14,8 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from app.errors import cut
-from app.serving import serving_state
+from app.core.serving import serving_state
+from app.ops.error_shape import cut
 
 
 class JsonBodyParser(FlaskParser):

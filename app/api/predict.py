@@ -1,15 +1,14 @@
 """POST /predict: online inference."""
 
-import hmac
-
 from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import abort
 
 from app.api.parser import Blueprint
 from app.api.schemas import PredictRequestSchema, PredictResponseSchema
-from app.inference import InvalidInput, infer, rows_of
-from app.serving import current_runner
+from app.core.auth import bearer_matches
+from app.core.inference import InvalidInput, infer, rows_of
+from app.core.serving import current_runner
 
 blp = Blueprint("predict", __name__, description="Online inference with the served model.")
 
@@ -32,17 +31,6 @@ def require_token():
             message="A valid bearer token is required: Authorization: Bearer <API_TOKEN>.",
             headers={"WWW-Authenticate": 'Bearer realm="model-server"'},
         )
-
-
-def bearer_matches(authorization: str, expected: str, encoding: str = "utf-8") -> bool:
-    """Whether ``authorization`` is ``Bearer <expected>`` (the REST header, the gRPC metadata).
-
-    RFC 7235 allows several spaces after the scheme. The comparison takes
-    constant time: response timing must not reveal the token.
-    """
-    scheme, _, token = authorization.partition(" ")
-    token = token.lstrip(" ").encode(encoding, "replace")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token, expected.encode())
 
 
 @blp.route("/predict")

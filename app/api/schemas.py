@@ -4,9 +4,9 @@ import numpy as np
 from flask_smorest import abort
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-from app.artifact import FLOAT32_MAX
-from app.inference import InvalidInput, instances_to_inputs
-from app.serving import current_runner
+from app.core.inference import InvalidInput, instances_to_inputs
+from app.core.serving import current_runner
+from app.runtime.artifact import FLOAT32_MAX
 
 FLOAT32 = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
 NUMBER = {**FLOAT32, "example": 10.0}

@@ -17,9 +17,9 @@ from app.api.schemas import (
     TfsPredictResponseSchema,
     TfsStatusSchema,
 )
-from app.errors import cut
-from app.inference import InvalidInput, columns_to_inputs, infer, instances_to_inputs, rows_of
-from app.serving import served_runner, serving_state
+from app.core.inference import InvalidInput, columns_to_inputs, infer, instances_to_inputs, rows_of
+from app.core.serving import served_runner, serving_state
+from app.ops.error_shape import cut
 
 blp = ProtocolBlueprint(
     "tf_serving",

@@ -14,9 +14,9 @@ from flask import Flask
 from gevent import monkey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from app.core.serving import serving_state
 from app.grpc.quota import STREAMS_PER_CONNECTION, MemoryQuota, quota_bytes
 from app.grpc.servicer import METHODS, OpenInferenceServicer
-from app.serving import serving_state
 
 SERVICE = "inference.GRPCInferenceService"
 # Calls one worker handles at once (greenlets under gevent); grpcio refuses

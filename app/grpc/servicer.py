@@ -1,9 +1,10 @@
 """The Open Inference Protocol over gRPC: a thin adapter to the same core as /v2.
 
-Each call runs in the Flask app's context, so the REST routes' own functions
-answer it: which model is served (``served_model``), how tensors become
-inputs (``tensors_to_inputs``), the limits, the overflow rule, the sampled
-prediction log and the batch metrics (``infer``). Only the wire format
+Each call runs in the Flask app's context and is answered by the serving
+core, as REST's /v2 is: which model is served and its metadata
+(app/core/metadata.py), how tensors become inputs (``tensors_to_inputs``),
+the limits, the overflow rule, the sampled prediction log and the batch
+metrics (``infer``), the token (app/core/auth.py). Only the wire format
 differs: typed ``contents`` or ``raw_input_contents`` in, raw tensors out (as
 Triton answers, and as tritonclient reads FP32 outputs).
 """
@@ -21,20 +22,14 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from werkzeug.exceptions import HTTPException
 
-from app.api.open_inference import (
-    EXTENSIONS,
-    SERVER_NAME,
-    SERVER_VERSION,
-    model_metadata,
-    served_model,
-)
-from app.api.predict import bearer_matches
+from app.core.auth import bearer_matches
+from app.core.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
+from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
+from app.core.serving import serving_state
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.quota import MemoryQuota
-from app.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
-from app.request_context import REQUEST_ID
-from app.serving import serving_state
+from app.ops.request_context import REQUEST_ID
 
 log = logging.getLogger("app.grpc")
 

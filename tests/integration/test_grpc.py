@@ -253,7 +253,7 @@ def test_a_reload_under_a_stream_of_tritonclient_calls_fails_none(store, make_se
         shutil.copytree(model_dir / "1", store / "2")
         server.process.send_signal(signal.SIGHUP)
         wait_for(lambda: served_versions(server.url) == {"2"}, timeout=90)
-        # Old workers keep the gRPC port until new ones listen (app/handover.py).
+        # Old workers keep the gRPC port until new ones listen (app/ops/handover.py).
         wait_for(lambda: grpc_versions(server) == {"2"}, timeout=10)
         # Each client's connection to an old worker is sent away within its age.
         time.sleep(CONNECTION_AGE_SECONDS * 1.2 + 1)

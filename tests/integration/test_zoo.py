@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import requests
 
-from app.artifact import FLOAT32_MAX
+from app.runtime.artifact import FLOAT32_MAX
+from app.runtime.compiler import tensor_specs
 from tests.integration.clients import ProbeStream, reload_under_load, served_versions
 from tests.integration.conftest import start
 from tests.integration.server import memory_mib
@@ -28,7 +29,6 @@ from tests.models import (
     outputs_from,
     request_for,
 )
-from training.compile import tensor_specs
 
 
 @pytest.fixture(scope="module", params=sorted(ZOO))

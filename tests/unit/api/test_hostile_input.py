@@ -6,7 +6,7 @@ import json
 import pytest
 
 from app import create_app
-from app.serving import ServingState, serving_state
+from app.core.serving import ServingState, serving_state
 from tests.conftest import serving_app
 
 SHAPE = {"code", "status", "message", "errors"}

@@ -45,7 +45,7 @@ def test_unknown_paths_and_methods_do_not_create_new_labels(client):
 
 
 def test_the_served_model_is_a_labelled_gauge(app, client, runner):
-    from app.serving import start_serving
+    from app.core.serving import start_serving
 
     start_serving(app)
     labels = (("name", "linear"), ("runtime", "litert"), ("version", "1"))

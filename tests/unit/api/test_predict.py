@@ -89,7 +89,7 @@ def test_a_content_type_that_is_not_json_is_415(client):
 @pytest.mark.parametrize("size", [1, 16, 17, 1000])
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, 3.4028235e38, -3.4028235e38])
 def test_a_non_finite_prediction_is_found_at_any_batch_size(size, bad):
-    from app.inference import all_finite
+    from app.core.inference import all_finite
 
     values = np.ones(size, np.float32)
     assert all_finite(values)

@@ -6,8 +6,8 @@ from http import HTTPStatus
 import orjson
 from gunicorn import util
 
-from app.errors import error_payload
-from app.request_context import API_CSP, SECURITY_HEADERS
+from app.ops.error_shape import error_payload
+from app.ops.request_context import API_CSP, SECURITY_HEADERS
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:

@@ -5,7 +5,7 @@ import pytest
 from marshmallow import ValidationError
 
 from app.api.schemas import PredictRequestSchema
-from app.errors import MAX_REPORTED_ERRORS
+from app.ops.error_shape import MAX_REPORTED_ERRORS
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from training.data import DEFAULT_DATA, DataError, load, sha256
-from training.train import ARTIFACT_FILES, git_state, main, parse_args, sha256_file, train
+from training.train import git_state, main, parse_args, train
+from training.version import ARTIFACT_FILES, sha256_file
 
 
 def weights(path):

@@ -7,11 +7,11 @@ import os
 import keras
 import pytest
 
-from app import loader
-from app.limits import Limits
-from app.loader import LoadTimeout, load_newest, load_version, run_with_deadline
-from app.model import ModelLoadError
-from app.store import list_versions
+from app.runtime import loader
+from app.runtime.limits import Limits
+from app.runtime.loader import LoadTimeout, load_newest, load_version, run_with_deadline
+from app.runtime.model import ModelLoadError
+from app.runtime.store import list_versions
 from tests.conftest import make_blocking, save_version
 
 

@@ -1,21 +1,14 @@
-"""Serve a compiled model version through LiteRT, with no TensorFlow in the process."""
+"""A version in memory: the verified bundle the master holds, the runner a worker serves."""
 
-import logging
-import os
-import sys
-import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from app.artifact import CompiledModel, golden_mismatch
-from app.store import ModelVersion
-
-log = logging.getLogger(__name__)
+from app.runtime.artifact import CompiledModel, golden_mismatch
+from app.runtime.litert import LiteRTRuntime
+from app.runtime.store import ModelVersion
 
 # An inference expected to take longer than this runs off the worker's event loop
 # (when the worker offers a thread): shorter ones cost less than the hand-over.
@@ -40,7 +33,7 @@ class ModelBundle:
     # "compiled" (read from the version's artifact) or "converted at load".
     artifact_source: str
     load_seconds: float = 0.0
-    # What one request may carry (app/limits.py), known once loaded.
+    # What one request may carry (app/runtime/limits.py), known once loaded.
     max_batch: int = 1
     max_body_bytes: int = 1024 * 1024
     # How long the loader's trial of the largest batch took.
@@ -51,75 +44,6 @@ class ModelBundle:
     # For a version from an MLflow registry: its name, version, alias, run id, and
     # whether it came from the registry or (at a start without it) from the cache.
     registry: dict | None = None
-
-
-class LiteRTRuntime:
-    """The LiteRT interpreter over a flatbuffer: a few µs a call for a small model.
-
-    ``kernels`` is "xnnpack" (LiteRT's optimised CPU delegate; it prints one
-    INFO line on stderr when created) or "builtin" (its reference kernels).
-    Compile records which (app/artifact.py).
-    """
-
-    name = "litert"
-
-    def __init__(self, flatbuffer: bytes, inputs: int, outputs: int, kernels: str, threads=1):
-        resolver = (
-            OpResolverType.AUTO
-            if kernels == "xnnpack"
-            else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
-        with native_stderr_logged():
-            self._interpreter = Interpreter(
-                model_content=flatbuffer,
-                num_threads=threads,
-                experimental_op_resolver_type=resolver,
-            )
-            # The default delegate (XNNPACK) is applied at the first allocation.
-            self._interpreter.allocate_tensors()
-        # The converter names tensors in0.. and output_0.., in the Keras order.
-        (signature,) = self._interpreter._get_full_signature_list().values()
-        self._inputs = [signature["inputs"][f"in{i}"] for i in range(inputs)]
-        self._outputs = [signature["outputs"][f"output_{i}"] for i in range(outputs)]
-        self._batch = None
-
-    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """One output array per output tensor for float32 input arrays of one batch size."""
-        interpreter = self._interpreter
-        batch = len(inputs[0])
-        if batch != self._batch:
-            for index, array in zip(self._inputs, inputs, strict=True):
-                interpreter.resize_tensor_input(index, array.shape)
-            interpreter.allocate_tensors()
-            self._batch = batch
-        for index, array in zip(self._inputs, inputs, strict=True):
-            interpreter.set_tensor(index, array)
-        interpreter.invoke()
-        # get_tensor copies: the caller's arrays outlive the next call.
-        return [interpreter.get_tensor(index) for index in self._outputs]
-
-
-@contextmanager
-def native_stderr_logged():
-    """Log, as records of this logger, what native code prints on stderr meanwhile.
-
-    XNNPACK announces itself with a plain "INFO: Created ..." line on stderr,
-    where Gunicorn writes its JSON log lines: one plain line would break
-    every log parser. A temporary file, unlike a pipe, never blocks the writer.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read(64 * 1024).decode(errors="replace").splitlines():
-                if line.strip():
-                    log.debug("litert: %s", line.strip())
 
 
 class ModelRunner:
@@ -138,12 +62,12 @@ class ModelRunner:
             threads,
         )
         # Neither the interpreter nor its tensors may be used by two requests at
-        # once; the gevent worker swaps in its turns (app/worker.py).
+        # once; the gevent worker swaps in its turns (app/ops/worker.py).
         self.turns = threading.Lock()
         # Set by the gevent worker: ``offload(function, inputs)`` runs a long inference
         # in a thread, so the worker's loop answers probes and heartbeats meanwhile.
         self.offload = None
-        # Set in a worker that serves it: the input monitor (app/monitoring.py).
+        # Set in a worker that serves it: the input monitor (app/ops/monitoring.py).
         self.monitor = None
 
     @classmethod

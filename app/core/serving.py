@@ -11,11 +11,12 @@ from flask import Flask, current_app, g
 from flask_smorest import abort
 
 from app.config import limits
-from app.errors import cut
 from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
-from app.loader import load_newest, load_registered
-from app.model import ModelBundle, ModelLoadError, ModelRunner
-from app.monitoring import InputMonitor
+from app.ops.error_shape import cut
+from app.ops.monitoring import InputMonitor
+from app.runtime.input_profile import profiled_features
+from app.runtime.loader import load_newest, load_registered
+from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
 # A logger of its own, so prediction records can be routed or silenced apart.
@@ -36,7 +37,7 @@ class ServingState:
     runner: ModelRunner | None = None
     draining: bool = False
     # How long a request body may take to arrive, as a context manager around
-    # the read; only the gevent worker can bound a whole read (app/worker.py).
+    # the read; only the gevent worker can bound a whole read (app/ops/worker.py).
     body_deadline: Callable[[float], AbstractContextManager] = lambda seconds: nullcontext()
 
     @property
@@ -128,10 +129,16 @@ def start_serving(app: Flask) -> ModelRunner:
 
 def serve_runner(app: Flask, runner: ModelRunner) -> None:
     """Make ``runner`` this worker's: its input monitor, metrics and body limit."""
-    runner.monitor = InputMonitor(runner)
+    runner.monitor = input_monitor(runner)
     app.config["MAX_CONTENT_LENGTH"] = runner.bundle.max_body_bytes
     serving_state(app).runner = runner
     MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
+
+
+def input_monitor(runner: ModelRunner) -> InputMonitor:
+    """The monitor of ``runner``'s profiled input features (none without a profile)."""
+    features = profiled_features(runner.metadata, runner.compiled.inputs)
+    return InputMonitor(runner.name, runner.number, features)
 
 
 def log_prediction(runner: ModelRunner, inputs: dict, outputs: dict) -> None:

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from app.artifact import FLOAT32_MAX, GOLDEN_FILE, SIGNATURE_FILE
+from app.runtime.artifact import FLOAT32_MAX, GOLDEN_FILE, SIGNATURE_FILE
+from app.runtime.compiler import tensor_specs
 from tests.conftest import save_version, serving_app, watched_runner
 from tests.models import (
     APIS,
@@ -23,7 +24,6 @@ from tests.models import (
     request_for,
 )
 from training.compile import main as compile_main
-from training.compile import tensor_specs
 
 NAMES = sorted(ZOO)
 

@@ -13,12 +13,12 @@ from itertools import chain
 import numpy as np
 from flask import current_app
 
-from app.artifact import FLOAT32_MAX, CompiledModel, TensorSpec, not_finite
 from app.config import limits as config_limits
-from app.errors import MAX_REPORTED_ERRORS, cut
+from app.core.serving import log_prediction
 from app.extensions import BATCH_SIZE
-from app.model import ModelRunner
-from app.serving import log_prediction
+from app.ops.error_shape import MAX_REPORTED_ERRORS, cut
+from app.runtime.artifact import FLOAT32_MAX, CompiledModel, TensorSpec, not_finite
+from app.runtime.model import ModelRunner
 
 
 class InvalidInput(Exception):

@@ -1,6 +1,6 @@
 """Models from an MLflow registry: ``MODEL_URI=models:/<name>@<alias>`` or ``.../<version>``.
 
-Runs in the loader's child process (app/loader.py), with its deadline: resolve
+Runs in the loader's child process (app/runtime/loader.py), with its deadline: resolve
 the alias or version, download exactly what the registry says that version is
 into ``MODEL_CACHE_DIR`` and hand the directory to the same load-time checks as
 any version. Needs the ``registry`` extra (mlflow-skinny) and
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from app.store import ModelVersion
+from app.runtime.store import ModelVersion
 
 URI = re.compile(
     r"models:/(?P<name>[A-Za-z0-9._-]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d{1,18}))"

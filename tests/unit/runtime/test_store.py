@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from app.store import StoreError, list_versions, next_version_number
+from app.runtime.store import StoreError, list_versions, next_version_number
 
 
 def make_version(root, name, files=("model.keras",)):

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from app.artifact import FLOAT32_MAX
-from app.loader import load_version
-from app.model import ModelLoadError, ModelRunner
-from app.store import list_versions
+from app.runtime.artifact import FLOAT32_MAX
+from app.runtime.loader import load_version
+from app.runtime.model import ModelLoadError, ModelRunner
+from app.runtime.store import list_versions
 from tests.conftest import save_version
 
 

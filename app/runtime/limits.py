@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from app.artifact import DEFAULT_MAX_MODEL_BYTES
+from app.runtime.artifact import DEFAULT_MAX_MODEL_BYTES
 
 # Bytes of JSON a client may need for one float32 number: "-1.2345678901234567e-05, ".
 JSON_BYTES_PER_NUMBER = 32

@@ -19,14 +19,14 @@ from functools import partial
 from importlib.util import find_spec
 from pathlib import Path
 
-from app import artifact
-from app.artifact import ArtifactError
-from app.errors import bounded
-from app.json_provider import json_safe
-from app.limits import Limits
-from app.model import ModelBundle, ModelLoadError, ModelRunner
-from app.monitoring import ProfileError, profiled_features
-from app.store import ModelVersion, StoreError, list_versions
+from app.ops.error_shape import bounded
+from app.ops.json_provider import json_safe
+from app.runtime import artifact
+from app.runtime.artifact import ArtifactError
+from app.runtime.input_profile import ProfileError, profiled_features
+from app.runtime.limits import Limits
+from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
+from app.runtime.store import ModelVersion, StoreError, list_versions
 
 DEFAULT_LIMITS = Limits()
 # Past ten messages about versions that did not load, the rest are counted as these.
@@ -190,7 +190,7 @@ def convert_at_load(version: ModelVersion):
     hint = f"compile it with `python -m training compile {version.path}`"
     if find_spec("tensorflow") is None:
         raise ArtifactError(f"no compiled artifact and no TensorFlow to convert it: {hint}")
-    from training.compile import compile_model, load_keras_model
+    from app.runtime.compiler import compile_model, load_keras_model
 
     model_file = version.model_file
     try:
@@ -288,7 +288,7 @@ def load_registered(
 def _registered(
     uri, cache_dir: Path, registry_timeout: float, cache_allowed: bool, limits: Limits
 ) -> ModelBundle:
-    from app import registry
+    from app.runtime import registry
 
     try:
         version, facts = registry.fetch(uri, cache_dir, registry_timeout)

@@ -4,7 +4,7 @@ import json
 import logging
 import sys
 
-from app.logs import JsonLogFormatter, RequestIdFilter
+from app.ops.logs import JsonLogFormatter, RequestIdFilter
 
 
 def format_record(record) -> dict:

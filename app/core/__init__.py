@@ -1,0 +1,10 @@
+"""The serving core every wire format adapts to.
+
+``inference``: request values to typed arrays, the limits, one inference, the
+outputs; ``serving``: the per-worker serving state and the model it serves;
+``metadata``: the Open Inference Protocol's server and model metadata, shared
+by REST and gRPC; ``auth``: the bearer token.
+
+May import: ``app.runtime``, ``app.ops``, ``app.config``, ``app.errors``,
+``app.extensions``. Never an adapter (``app.api``, ``app.grpc``).
+"""

@@ -1,0 +1,39 @@
+"""The Open Inference Protocol's server and model metadata, and its model lookup.
+
+Both of its adapters answer from here: REST ``/v2`` (app/api/open_inference.py)
+and gRPC (app/grpc/servicer.py).
+"""
+
+from app.core.serving import served_runner
+
+SERVER_NAME = "model-server"
+SERVER_VERSION = "1.0.0"
+# The protocol's <project>_<format> for the served artifacts: LiteRT running a
+# TensorFlow Lite flatbuffer (as Triton says "tensorflow_savedmodel", "onnxruntime_onnx").
+PLATFORM = "litert_tflite"
+# The binary tensor data extension: raw tensors after the JSON, both ways.
+EXTENSIONS = ["binary_tensor_data"]
+
+
+def served_model(name: str, version: str | None = None):
+    return served_runner(
+        name,
+        version,
+        "Model {name!r} is not served; this server serves {served!r}.",
+        "Version {version!r} of model {name!r} is not served; version {served} is.",
+    )
+
+
+def tensor_metadata(spec) -> dict:
+    return {"name": spec.name, "datatype": "FP32", "shape": list(spec.shape)}
+
+
+def model_metadata(runner) -> dict:
+    """The protocol's model metadata, over REST and gRPC alike."""
+    return {
+        "name": runner.name,
+        "versions": [str(runner.number)],
+        "platform": PLATFORM,
+        "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
+        "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],
+    }

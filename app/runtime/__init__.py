@@ -1,0 +1,12 @@
+"""What a version is and how it loads: the store, artifacts, runtimes, loader, registry.
+
+``store`` finds versions on disk, ``registry`` fetches them from MLflow,
+``artifact`` reads and writes the compiled artifact, ``compiler`` writes it
+from a Keras model (TensorFlow, imported only when compiling), ``loader``
+verifies a version in a child process, ``litert`` runs a flatbuffer,
+``model`` holds a version in memory (bundle, runner), ``limits`` and
+``input_profile`` are what a version admits and what its monitor watches.
+
+May import: ``app.ops``. Never the core, an adapter, ``app.config`` (which
+reads its defaults from here) or ``training``.
+"""

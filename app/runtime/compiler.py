@@ -1,0 +1,330 @@
+"""Compile a saved Keras model into the serving artifact (needs TensorFlow).
+
+The artifact (app/runtime/artifact.py) is a LiteRT flatbuffer with its
+signature and golden outputs, so the server never needs TensorFlow. Training
+compiles each version it writes, ``python -m training compile DIR`` an
+existing one, and the loader a version that has no artifact when TensorFlow
+is installed; so the compiler lives in the runtime, which all three use. Any Keras structure
+with fixed-shape float32 tensors compiles: Sequential, functional with one,
+a list or a dict of inputs and outputs, preprocessing layers.
+
+Agreement is checked where the model is used: probe inputs come from the
+input domain (the training profile's range with a margin, else
+``DEFAULT_DOMAIN``), and the runtime must reproduce Keras there. Beyond the
+domain, compile walks up a ladder of magnitudes to float32's largest and
+records, per input, the range in which LiteRT still agrees with Keras; the
+server refuses values outside it rather than answer a different number.
+"""
+
+import json
+import logging
+import math
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from app.runtime import artifact
+from app.runtime.artifact import FLOAT32_MAX, ArtifactError, CompiledModel, Probes, TensorSpec
+from app.runtime.litert import LiteRTRuntime
+from app.runtime.store import StoreError, find_model_file
+
+log = logging.getLogger("training")
+
+# Where probes are drawn when the version has no training profile: values a
+# model meets in practice, standardised features and raw pixels (0..255) alike.
+DEFAULT_DOMAIN = (-1000.0, 1000.0)
+# The profile's range widened by this share of its span on each side.
+DOMAIN_MARGIN = 0.1
+# Probe rows: at most this many, and at most PROBE_ELEMENTS numbers per input
+# and GOLDEN_OUTPUT_BYTES of outputs, so golden.npz stays small (at least one row).
+PROBE_ROWS = 64
+PROBE_ELEMENTS = 1_000_000
+GOLDEN_OUTPUT_BYTES = 4 * 1024 * 1024
+PROBE_SEED = 20240917
+# Magnitudes tried beyond the domain, up to float32's largest.
+LADDER = tuple(10.0**k for k in range(2, 39, 2)) + (FLOAT32_MAX,)
+# Keras runs the reference on at most this many numbers at a time.
+REFERENCE_CHUNK_ELEMENTS = 4_000_000
+
+
+def load_keras_model(path: Path) -> keras.Model:
+    with warnings.catch_warnings():
+        # Keras warns that HDF5 is legacy; the notebook's .h5 is what we have.
+        warnings.simplefilter("ignore", UserWarning)
+        return keras.models.load_model(path, compile=False)
+
+
+def _structure(model: keras.Model, role: str):
+    """The model's inputs or outputs as it takes or gives them: a tensor, a list or a dict."""
+    struct = getattr(model, f"_{role}_struct", None)
+    if struct is None:  # A Sequential: one input, one output.
+        struct = getattr(model, role)
+        struct = struct[0] if len(struct) == 1 else struct
+    return struct
+
+
+def _named(struct, role: str) -> list[tuple[str, object]]:
+    """``(name, tensor)`` in ``keras.tree.flatten`` order.
+
+    Named by dict key, else by the layer that makes the tensor (an input's
+    ``keras.Input(name=...)``, an output's last layer): names that survive
+    saving and loading, unlike Keras' tensor names.
+    """
+    named = []
+    for index, (path, tensor) in enumerate(keras.tree.flatten_with_path(struct)):
+        if path and all(isinstance(part, str) for part in path):
+            name = "/".join(path)
+        else:
+            history = getattr(tensor, "_keras_history", None)
+            name = getattr(getattr(history, "operation", None), "name", None)
+        named.append((name or f"{role}_{index}", tensor))
+    names = [name for name, _ in named]
+    if len(set(names)) != len(names):  # Several outputs of one layer.
+        named = [(f"{name}_{i}", tensor) for i, (name, tensor) in enumerate(named)]
+    return named
+
+
+def tensor_specs(model: keras.Model) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The model's inputs and outputs, named as ``_named`` says."""
+
+    def spec(name: str, tensor) -> TensorSpec:
+        shape = (-1, *(-1 if n is None else int(n) for n in tuple(tensor.shape)[1:]))
+        return TensorSpec(name, shape, str(tensor.dtype).removeprefix("<dtype: '").rstrip("'>"))
+
+    inputs = _named(_structure(model, "inputs"), "input")
+    outputs = _named(_structure(model, "outputs"), "output")
+    return (
+        tuple(spec(name, tensor) for name, tensor in inputs),
+        tuple(spec(name, tensor) for name, tensor in outputs),
+    )
+
+
+def reference(model: keras.Model, feed: list[np.ndarray]) -> list[np.ndarray]:
+    """Keras' outputs for flat float32 inputs, in the signature's order, run in chunks."""
+    struct = _structure(model, "inputs")
+    rows = len(feed[0])
+    per_row = max(1, sum(int(np.prod(array.shape[1:])) for array in feed))
+    step = max(1, REFERENCE_CHUNK_ELEMENTS // per_row)
+    chunks = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, rows, step):
+            part = [array[start : start + step] for array in feed]
+            structured = keras.tree.pack_sequence_as(struct, part)
+            outputs = keras.tree.flatten(model(structured, training=False))
+            chunks.append([np.asarray(output, dtype=np.float32) for output in outputs])
+    return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+
+
+def convert(model: keras.Model, inputs) -> bytes:
+    """Trace the model with a batch-polymorphic signature, freeze it, convert it to LiteRT."""
+    specs = [
+        tf.TensorSpec([None, *spec.feature_shape], tf.float32, name=f"in{i}")
+        for i, spec in enumerate(inputs)
+    ]
+    struct = _structure(model, "inputs")
+
+    def serve(*tensors):
+        outputs = model(keras.tree.pack_sequence_as(struct, list(tensors)), training=False)
+        return {f"out{i}": output for i, output in enumerate(keras.tree.flatten(outputs))}
+
+    function = tf.function(serve, input_signature=specs).get_concrete_function()
+    # Variables must be frozen into constants first: converted as resource
+    # variables, the interpreter silently returns garbage.
+    frozen = convert_variables_to_constants_v2(function)
+    # absl: a deprecation notice about the trackable argument; tensorflow: "Assets written".
+    with quiet_logger("absl"), quiet_logger("tensorflow"):
+        return tf.lite.TFLiteConverter.from_concrete_functions([frozen], model).convert()
+
+
+def input_domain(spec: TensorSpec, profile: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature low and high bounds for probes: the profile's range widened, else the default."""
+    features = _profile_features(spec, profile or {})
+    if features is None:
+        low, high = DEFAULT_DOMAIN
+        return np.float32(low), np.float32(high)
+    lows = np.array([feature["min"] for feature in features], dtype=np.float64)
+    highs = np.array([feature["max"] for feature in features], dtype=np.float64)
+    span = highs - lows
+    margin = np.where(span > 0, span * DOMAIN_MARGIN, np.maximum(np.abs(highs), 1) * DOMAIN_MARGIN)
+    lows = np.clip(lows - margin, -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
+    highs = np.clip(highs + margin, -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
+    shape = spec.feature_shape if spec.size > 1 else ()
+    return lows.reshape(shape), highs.reshape(shape)
+
+
+def _profile_features(spec: TensorSpec, profile: dict) -> list[dict] | None:
+    """The profile's entries for every feature of ``spec`` (training/profile.py names), or None."""
+    names = [spec.name] if spec.size == 1 else [f"{spec.name}[{i}]" for i in range(spec.size)]
+    features = [profile.get(name) for name in names]
+    usable = all(
+        isinstance(feature, dict)
+        and all(
+            isinstance(feature.get(key), int | float) and math.isfinite(feature[key])
+            for key in ("min", "max")
+        )
+        and feature["min"] <= feature["max"]
+        for feature in features
+    )
+    return features if usable else None
+
+
+def probe_rows(inputs, outputs) -> int:
+    """Rows of golden probes: bounded by count, input numbers and stored output bytes."""
+    in_numbers = max(spec.size for spec in inputs)
+    out_bytes = 4 * sum(spec.size for spec in outputs)
+    return max(1, min(PROBE_ROWS, PROBE_ELEMENTS // in_numbers, GOLDEN_OUTPUT_BYTES // out_bytes))
+
+
+def choose_kernels(flatbuffer: bytes, inputs, outputs, feed, expected) -> tuple[str, str | None]:
+    """The first of LiteRT's kernel sets that reproduces Keras on the probes, or why none does."""
+    problems = []
+    for kernels in artifact.KERNELS:
+        runtime = LiteRTRuntime(flatbuffer, len(inputs), len(outputs), kernels)
+        with np.errstate(over="ignore", invalid="ignore"):
+            actual = runtime(feed)
+        for spec, want, got in zip(outputs, expected, actual, strict=True):
+            mismatch = artifact.golden_mismatch(want, got)
+            if mismatch:
+                problems.append(f"{kernels}: output {spec.name!r} {mismatch}")
+                break
+        else:
+            return kernels, None
+    return "", "; ".join(problems)
+
+
+def valid_range(model, runtime, inputs, index: int, domains: dict) -> tuple[float, float] | None:
+    """The symmetric range, beyond the domain, in which input ``index`` keeps LiteRT agreeing.
+
+    The other inputs stay at their domain's midpoint. None when LiteRT agrees
+    with Keras up to float32's largest value.
+    """
+    spec = inputs[index]
+    low, high = domains[spec.name]
+    agreed = float(max(np.max(np.abs(low)), np.max(np.abs(high)), 1.0))
+    rng = np.random.default_rng(PROBE_SEED + index)
+    steps = [magnitude for magnitude in LADDER if magnitude > agreed]
+    per_step = 2 if spec.size > 10_000 else 4
+    rows = []
+    for magnitude in steps:
+        signs = rng.choice(np.array([-1.0, 1.0]), (per_step - 1, *spec.feature_shape))
+        uniform = rng.uniform(0, 1, (per_step - 1, *spec.feature_shape)) ** 0.25
+        rows.append(np.full((1, *spec.feature_shape), magnitude))
+        rows.append(magnitude * signs * uniform)
+    probes = np.clip(np.concatenate(rows), -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
+    feed = []
+    for position, other in enumerate(inputs):
+        if position == index:
+            feed.append(probes)
+        else:
+            other_low, other_high = domains[other.name]
+            middle = np.broadcast_to(other_low / 2 + other_high / 2, other.feature_shape)
+            feed.append(np.broadcast_to(middle, (len(probes), *other.feature_shape)).copy())
+    expected = reference(model, feed)
+    with np.errstate(over="ignore", invalid="ignore"):
+        actual = runtime(feed)
+    wrong = np.zeros(len(probes), dtype=bool)
+    for want, got in zip(expected, actual, strict=True):
+        wrong |= artifact.disagreement(want, got, strict=False)
+    for position, magnitude in enumerate(steps):
+        if wrong[position * per_step : (position + 1) * per_step].any():
+            return (-agreed, agreed)
+        agreed = magnitude
+    return None
+
+
+def compile_model(model: keras.Model, profile: dict | None = None) -> CompiledModel:
+    """The serving artifact for a Keras model, or ``ArtifactError`` saying why not in one line."""
+    try:
+        return _compile(model, profile)
+    except ArtifactError:
+        raise
+    except Exception as error:  # Keras and the converter raise many types; any means "no".
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        problem = f"{type(error).__name__}: {first_line}"
+        raise ArtifactError(f"cannot compile the model ({problem})") from None
+
+
+def _compile(model: keras.Model, profile: dict | None) -> CompiledModel:
+    inputs, outputs = tensor_specs(model)
+    artifact.check_servable(inputs, outputs)
+    try:
+        flatbuffer = convert(model, inputs)
+    except Exception as error:  # The converter raises many types; any means "no".
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ArtifactError(f"LiteRT cannot convert the model ({first_line})") from error
+    domains = {spec.name: input_domain(spec, profile) for spec in inputs}
+    probes = Probes(
+        probe_rows(inputs, outputs),
+        PROBE_SEED,
+        {name: low for name, (low, _) in domains.items()},
+        {name: high for name, (_, high) in domains.items()},
+    )
+    feed_by_name = probes.inputs(inputs)
+    feed = [feed_by_name[spec.name] for spec in inputs]
+    expected = reference(model, feed)
+    kernels, problem = choose_kernels(flatbuffer, inputs, outputs, feed, expected)
+    if problem:
+        raise ArtifactError(f"LiteRT does not reproduce Keras within the input domain: {problem}")
+    runtime = LiteRTRuntime(flatbuffer, len(inputs), len(outputs), kernels)
+    ranged = tuple(
+        TensorSpec(
+            spec.name, spec.shape, spec.dtype, valid_range(model, runtime, inputs, i, domains)
+        )
+        for i, spec in enumerate(inputs)
+    )
+    golden = {spec.name: output for spec, output in zip(outputs, expected, strict=True)}
+    return CompiledModel(flatbuffer, ranged, outputs, probes, golden, kernels)
+
+
+def compile_version(version_dir: Path, profile: dict | None = None) -> CompiledModel:
+    """Compile the saved model in ``version_dir`` and write the artifact beside it.
+
+    Probes come from ``profile``, else from the version's ``metadata.json``
+    input profile when it has one.
+    """
+    try:
+        model_file = find_model_file(version_dir)
+    except StoreError as error:
+        raise ArtifactError(str(error)) from error
+    try:
+        model = load_keras_model(model_file)
+    except Exception as error:  # Keras raises many types for a bad file.
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ArtifactError(f"{model_file}: cannot load model ({first_line})") from error
+    if profile is None:
+        profile = saved_profile(version_dir)
+    compiled = compile_model(model, profile)
+    source = {
+        "file": model_file.name,
+        "sha256": artifact.sha256_file(model_file, artifact.MAX_ARTIFACT_BYTES),
+        "tensorflow": tf.__version__,
+        "probes": "training profile" if profile else f"default domain {list(DEFAULT_DOMAIN)}",
+    }
+    artifact.write(version_dir, compiled, source)
+    return compiled
+
+
+def saved_profile(version_dir: Path) -> dict | None:
+    """The input profile in a version's ``metadata.json``, if it has a readable one."""
+    try:
+        profile = json.loads((version_dir / "metadata.json").read_text()).get("input_profile")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return profile if isinstance(profile, dict) else None
+
+
+@contextmanager
+def quiet_logger(name: str):
+    """Drop a library logger's records below ERROR for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

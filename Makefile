@@ -110,6 +110,11 @@ grpc-stubs: install ## Regenerate app/grpc/open_inference_pb2.py from its .proto
 kserve-schemas: install ## Re-vendor KServe's CRD schemas: make kserve-schemas KSERVE_TAG=v0.20.0
 	$(BIN)/python tools/vendor-kserve-schemas.py $(or $(KSERVE_TAG),v0.20.0)
 
+.PHONY: docs
+docs: install ## Build the documentation site into site/ (MkDocs, offline, strict: broken links fail)
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry,docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 .PHONY: openapi
 openapi: install ## Regenerate openapi.yaml from the app
 	FLASK_APP=wsgi:app $(BIN)/flask openapi write --format=yaml openapi.yaml

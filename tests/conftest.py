@@ -15,7 +15,7 @@ from app.runtime.loader import load_version
 from app.runtime.model import ModelRunner
 from app.runtime.store import list_versions
 from tests.models import ZOO, wide_output
-from training.train import train
+from training.train import parse_args, train
 
 # Enough epochs to move the weights, few enough to train in about a second.
 TEST_EPOCHS = 20
@@ -27,6 +27,15 @@ def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")
     train("linear", root, epochs=TEST_EPOCHS, seed=7)
     return root / "linear"
+
+
+@pytest.fixture(scope="session")
+def notebook_model_dir(tmp_path_factory) -> Path:
+    """The store ``make train`` writes: the notebook's recipe, 500 epochs, seed 42."""
+    root = tmp_path_factory.mktemp("notebook")
+    arguments = parse_args([])
+    train(arguments.name, root, epochs=arguments.epochs, seed=arguments.seed)
+    return root / arguments.name
 
 
 def multi_tensor_model() -> keras.Model:

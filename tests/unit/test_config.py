@@ -1,5 +1,6 @@
 """Configuration from the environment: defaults, types, and failing fast."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def test_defaults_serve_out_of_the_box():
     assert config.MODEL_LOAD_TIMEOUT == 60
     assert config.GUNICORN_BIND == "127.0.0.1:8000"
     assert config.EXPOSE_WORKER_PID is False
-    # Idle and slow clients are bounded out of the box (README, "Slow and idle clients").
+    # Idle and slow clients are bounded out of the box (docs/how-it-works/slow-clients.md).
     assert config.GUNICORN_WORKER_CLASS == "gevent"
     assert (config.GUNICORN_KEEPALIVE, config.BODY_TIMEOUT) == (5, 60)
     assert config.GUNICORN_WORKER_CONNECTIONS == 1000
@@ -99,3 +100,51 @@ def test_the_model_name_comes_from_model_dir_as_given_unless_set(tmp_path):
 def test_the_registry_gets_a_share_of_the_load_timeout_by_default():
     assert Config({}).MODEL_REGISTRY_TIMEOUT == 20
     assert Config({"MODEL_LOAD_TIMEOUT": "4"}).MODEL_REGISTRY_TIMEOUT == 2
+
+
+class ReadingRecorder(dict):
+    """An environment that records every variable asked of it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def documented_settings() -> dict[str, str]:
+    """The configuration page's table: each variable and its default column."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    return dict(re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]*) \|", page, re.M))
+
+
+def test_the_documented_table_names_every_setting_read_and_no_other():
+    # Set, MODEL_URI reads MLFLOW_TRACKING_URI too (and refuses to go on without it).
+    with_uri = ReadingRecorder({"MODEL_URI": "models:/linear@production"})
+    with pytest.raises(ConfigError):
+        Config(with_uri)
+    plain = ReadingRecorder()
+    Config(plain)
+    read = with_uri.read | plain.read
+    documented = set(documented_settings())
+    assert read - documented == set(), "settings missing from docs/configuration.md"
+    assert documented - read == set(), "docs/configuration.md lists settings nothing reads"
+
+
+def test_the_documented_defaults_are_the_codes():
+    config, checked = Config({}), 0
+    for name, default in documented_settings().items():
+        literal = re.fullmatch(r"\s*`([^`]*)`\s*", default)
+        if literal and hasattr(config, name):
+            actual, written = str(getattr(config, name)).lower(), literal.group(1).lower()
+            if re.fullmatch(r"[\d.]+", written):
+                actual, written = float(actual), float(written)
+            assert actual == written, f"{name}: the code has {actual}, the docs {written}"
+            checked += 1
+    assert checked >= 15, f"only {checked} defaults were checked"

@@ -87,6 +87,43 @@ def wide_output() -> keras.Model:
     )
 
 
+def token_classifier() -> keras.Model:
+    """A text classifier over 32 int32 token ids: embedding, pooling, softmax and its top class
+    (an int32 output)."""
+    keras.utils.set_random_seed(18)
+    tokens = keras.Input((32,), dtype="int32", name="tokens")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(1000, 16)(tokens))
+    probs = keras.layers.Dense(3, activation="softmax", name="probs_layer")(pooled)
+    _, label = keras.ops.top_k(probs, k=1)
+    return keras.Model(tokens, {"probs": probs, "label": label})
+
+
+def uint8_image() -> keras.Model:
+    """A CNN on uint8 32x32x3 pixels, rescaled inside the model, as image models are exported."""
+    keras.utils.set_random_seed(19)
+    return keras.Sequential(
+        [
+            keras.Input((32, 32, 3), dtype="uint8", name="pixels"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(5, activation="softmax", name="classes"),
+        ]
+    )
+
+
+def tabular() -> keras.Model:
+    """Tabular dict inputs: a float32 age and an int64 country code through an embedding."""
+    keras.utils.set_random_seed(20)
+    age = keras.Input((1,), name="age")
+    country = keras.Input((1,), dtype="int64", name="country")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(20, 4)(country))
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([age, embedded]))
+    return keras.Model({"age": age, "country": country}, keras.layers.Dense(1, name="risk")(hidden))
+
+
 def slow_convolutions() -> keras.Model:
     """Eight numbers in, 40x40 feature maps through five convolutions: ~6 ms an instance
     here, so that a full batch of 1,000 outlasts a scaled-down GUNICORN_TIMEOUT."""
@@ -110,11 +147,15 @@ ZOO = {
     "cnn": cnn,
     "mobilenet": mobilenet,
     "dict_model": dict_model,
+    "token_classifier": token_classifier,
+    "uint8_image": uint8_image,
+    "tabular": tabular,
 }
 
 
 def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Instances by input name, like the ones the model is used on: pixels 0..255, else N(0, 3)."""
+    """Instances by input name, like the ones the model is used on, in each input's dtype:
+    pixels 0..255, ids 0..19 (within every zoo vocabulary), else N(0, 3)."""
     from app.runtime.compiler import tensor_specs
 
     rng = np.random.default_rng(seed)
@@ -122,9 +163,20 @@ def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndar
     for spec in tensor_specs(model)[0]:
         shape = (rows, *spec.feature_shape)
         image = len(spec.feature_shape) == 3
-        values = rng.uniform(0, 255, shape) if image else rng.normal(0, 3, shape)
-        inputs[spec.name] = values.astype(np.float32)
+        if spec.dtype.startswith(("int", "uint")):
+            values = rng.integers(0, 256 if image else 20, shape)
+        else:
+            values = rng.uniform(0, 255, shape) if image else rng.normal(0, 3, shape)
+        inputs[spec.name] = values.astype(spec.dtype)
     return inputs
+
+
+def extreme(array: np.ndarray, value: float) -> np.ndarray:
+    """``array`` full of ``value``, or, for an integer input, of its dtype's nearest extreme."""
+    if array.dtype.kind in "iu":
+        info = np.iinfo(array.dtype)
+        return np.full_like(array, info.max if value > 0 else info.min)
+    return np.full_like(array, value)
 
 
 def keras_outputs(model: keras.Model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -143,8 +195,15 @@ APIS = ("predict", "v2", "v1")
 def request_for(api: str, name: str, inputs: dict[str, np.ndarray]) -> tuple[str, dict]:
     """The path and JSON body asking ``api`` for predictions on ``inputs``."""
     if api == "v2":
+        from app.runtime.datatypes import DATATYPES
+
         tensors = [
-            {"name": key, "shape": list(array.shape), "datatype": "FP32", "data": array.ravel()}
+            {
+                "name": key,
+                "shape": list(array.shape),
+                "datatype": DATATYPES[array.dtype.name],
+                "data": array.ravel(),
+            }
             for key, array in inputs.items()
         ]
         return f"/v2/models/{name}/infer", {"inputs": jsonable(tensors)}
@@ -159,7 +218,7 @@ def request_for(api: str, name: str, inputs: dict[str, np.ndarray]) -> tuple[str
 
 
 def outputs_from(api: str, body: dict, specs) -> dict[str, np.ndarray]:
-    """Each output as a float32 batch, from ``api``'s answer."""
+    """Each output as a float32 batch, from ``api``'s answer (integers compare exactly)."""
     if api == "v2":
         return {
             tensor["name"]: np.array(tensor["data"], np.float32).reshape(tensor["shape"])

@@ -24,6 +24,7 @@ from app.core.inference import InvalidInput, check_requested_outputs, infer, ten
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
 from app.core.serving import serving_state
 from app.ops.json_provider import dumps
+from app.runtime.datatypes import DATATYPES
 
 blp = OpenInferenceBlueprint(
     "open_inference",
@@ -111,8 +112,9 @@ class ModelInfer(MethodView):
 
 
 def raw_binary_request(compiled, size: int) -> dict:
-    """Triton's raw binary request as the protocol's JSON: the body is the raw FP32 tensor of
-    the model's one input, whose batch its size gives; every output is answered binary."""
+    """Triton's raw binary request as the protocol's JSON: the body is the raw tensor of the
+    model's one input, in its datatype, whose batch its size gives; every output is answered
+    binary."""
     if len(compiled.inputs) != 1:
         raise InvalidInput(
             400,
@@ -120,16 +122,17 @@ def raw_binary_request(compiled, size: int) -> dict:
             f"input; this one has {len(compiled.inputs)}.",
         )
     (spec,) = compiled.inputs
-    instance = spec.size * 4
+    datatype = DATATYPES[spec.dtype]
+    instance = spec.size * spec.kind.numpy.itemsize
     if size == 0 or size % instance:
         raise InvalidInput(
             400,
             f"A raw binary body of {size} bytes is not a whole number of instances of input "
-            f"{spec.name!r} (FP32, {instance} bytes each).",
+            f"{spec.name!r} ({datatype}, {instance} bytes each).",
         )
     tensor = {
         "name": spec.name,
-        "datatype": "FP32",
+        "datatype": datatype,
         "shape": [size // instance, *spec.feature_shape],
         "parameters": {"binary_data_size": size},
     }
@@ -149,9 +152,9 @@ def infer_response(runner, body: dict, outputs: dict, wanted: list[str]):
         if wanted and spec.name not in wanted:
             continue
         array = outputs[spec.name]
-        tensor = {"name": spec.name, "datatype": "FP32", "shape": list(array.shape)}
+        tensor = {"name": spec.name, "datatype": DATATYPES[spec.dtype], "shape": list(array.shape)}
         if binary.get(spec.name, everything) is True:
-            chunks.append(np.ascontiguousarray(array, dtype="<f4").tobytes())
+            chunks.append(np.ascontiguousarray(array, dtype=spec.kind.numpy).tobytes())
             tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
             tensor["data"] = array.reshape(-1)

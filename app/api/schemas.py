@@ -222,7 +222,9 @@ class OipModelReadySchema(Schema):
 
 class OipTensorMetadataSchema(Schema):
     name = fields.String(metadata={"description": "Tensor name.", "example": "x"})
-    datatype = fields.String(metadata={"description": "Always `FP32`.", "example": "FP32"})
+    datatype = fields.String(
+        metadata={"description": "The tensor's datatype, as the model has it.", "example": "FP32"}
+    )
     shape = fields.List(
         fields.Integer(),
         metadata={"description": "Shape, -1 for the batch.", "example": [-1, 1]},
@@ -266,7 +268,8 @@ class OipInputTensorSchema(Schema):
     datatype = fields.String(
         required=True,
         metadata={
-            "description": "`FP32`; also `FP16`, `INT8`, `INT16`, `UINT8`, `UINT16`, held exactly.",
+            "description": "The input's datatype, or one whose every value it holds exactly "
+            "(`INT8` or `FP16` for an `FP32` input, `INT32` for an `INT64` one).",
             "example": "FP32",
         },
     )
@@ -328,7 +331,9 @@ class OipInferRequestSchema(Schema):
 
 class OipOutputTensorSchema(Schema):
     name = fields.String(metadata={"description": "The output's name.", "example": "y"})
-    datatype = fields.String(metadata={"description": "Always `FP32`.", "example": "FP32"})
+    datatype = fields.String(
+        metadata={"description": "The tensor's datatype, as the model has it.", "example": "FP32"}
+    )
     shape = fields.List(
         fields.Integer(), metadata={"description": "Shape, batch first.", "example": [2, 1]}
     )

@@ -20,6 +20,7 @@ from app.api.schemas import (
 from app.core.inference import InvalidInput, columns_to_inputs, infer, instances_to_inputs, rows_of
 from app.core.serving import served_runner, serving_state
 from app.ops.error_shape import cut
+from app.runtime.datatypes import TF_DTYPES
 
 blp = ProtocolBlueprint(
     "tf_serving",
@@ -42,7 +43,7 @@ def served_model(name: str, version: str | None = None):
 
 def tensor_info(spec, index: int, role: str) -> dict:
     return {
-        "dtype": "DT_FLOAT",
+        "dtype": TF_DTYPES[spec.dtype],
         "tensor_shape": {
             "dim": [{"size": str(size), "name": ""} for size in spec.shape],
             "unknown_rank": False,

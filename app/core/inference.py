@@ -1,8 +1,8 @@
-"""The inference core that every wire format adapts to: validated float32 in, outputs out.
+"""The inference core that every wire format adapts to: validated typed arrays in, outputs out.
 
 ``/predict``, Open Inference Protocol ``/v2`` and TensorFlow Serving's ``/v1``
-only translate their requests into named float32 arrays with the converters
-here and the results into their responses. The rules for numbers and shapes,
+only translate their requests into named arrays of each input's dtype with
+the converters here, and the results into their responses. The rules for numbers and shapes,
 the batch limit, the overflow check, the metrics and the prediction log live
 once, in this module.
 """
@@ -17,7 +17,8 @@ from app.config import limits as config_limits
 from app.core.serving import log_prediction
 from app.extensions import BATCH_SIZE
 from app.ops.error_shape import MAX_REPORTED_ERRORS, cut
-from app.runtime.artifact import FLOAT32_MAX, CompiledModel, TensorSpec, not_finite
+from app.runtime.artifact import SERVED_DTYPES, CompiledModel, TensorSpec, not_finite
+from app.runtime.datatypes import DATATYPES, PROTOCOL_DTYPES, Kind, holds_exactly, kind
 from app.runtime.model import ModelRunner
 
 
@@ -34,20 +35,33 @@ class InvalidInput(Exception):
         return 400 if self.status == 422 else self.status
 
 
-NUMBER_MESSAGE = "Must be a finite number within float32 range."
-SCALAR_MESSAGE = "Must be a finite number within float32 range, or a one-element list of one."
+def value_message(spec: TensorSpec) -> str:
+    """What each value of ``spec`` must be, for a model with one number per instance too."""
+    message = f"Must be {spec.kind.describe()}"
+    return f"{message}, or a one-element list of one." if is_scalar(spec) else f"{message}."
 
 
-def as_number(value) -> float | None:
-    """``value`` as a float in float32 range, or None: booleans and strings are no numbers."""
-    if type(value) is not float and type(value) is not int:
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # An integer beyond any float.
-        return None
-    # False for NaN too; in range, the float32 conversion cannot overflow.
-    return number if -FLOAT32_MAX <= number <= FLOAT32_MAX else None
+def leaf(value, tensor_kind: Kind):
+    """``value`` as a value of the dtype, or None: no silent cast from another JSON type.
+
+    Booleans are no numbers and numbers no booleans; an integer dtype takes JSON
+    integers only (1.5 and 1.0 alike are refused); a float dtype takes integers
+    and floats within its range (False for NaN too).
+    """
+    family, value_type = tensor_kind.family, type(value)
+    if family == "float":
+        if value_type is not float and value_type is not int:
+            return None
+        try:
+            number = float(value)
+        except OverflowError:  # An integer beyond any float.
+            return None
+        return number if tensor_kind.low <= number <= tensor_kind.high else None
+    if family == "int":
+        return value if value_type is int and tensor_kind.low <= value <= tensor_kind.high else None
+    if family == "bool":
+        return value if value_type is bool else None
+    return None
 
 
 def is_scalar(spec: TensorSpec) -> bool:
@@ -55,86 +69,101 @@ def is_scalar(spec: TensorSpec) -> bool:
     return spec.feature_shape in ((), (1,))
 
 
-def flatten(value, shape: tuple[int, ...], into: list) -> str | None:
-    """Append ``value``'s numbers, row-major, if it is a nested list of ``shape``; else say why."""
+def flatten(value, shape: tuple[int, ...], into: list, tensor_kind: Kind) -> str | None:
+    """Append ``value``'s values, row-major, if it is a nested list of ``shape``; else say why."""
     if not shape:
-        number = as_number(value)
-        if number is None:
-            return NUMBER_MESSAGE
-        into.append(number)
+        checked = leaf(value, tensor_kind)
+        if checked is None:
+            return f"Must be {tensor_kind.describe()}."
+        into.append(checked)
         return None
     if type(value) is not list or len(value) != shape[0]:
         return f"Must be a list of {shape[0]} (shape {list(shape)})."
     for item in value:
-        problem = flatten(item, shape[1:], into)
+        problem = flatten(item, shape[1:], into, tensor_kind)
         if problem:
             return problem
     return None
 
 
-def numbers_array(nested, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
-    """``nested`` as a float32 array when it is a regular nested list (of ``shape``,
-    if given) of JSON numbers in float32 range; else None, and the caller's
+# The JSON types each family of dtypes takes, for the one-pass type check.
+JSON_TYPES = {"float": {float, int}, "int": {int}, "bool": {bool}}
+
+
+def typed_array(nested, tensor_kind: Kind, shape: tuple[int, ...] | None = None):
+    """``nested`` as an array of the dtype when it is a regular nested list (of ``shape``,
+    if given) of JSON values the dtype holds; else None, and the caller's
     element-by-element path says what is wrong and where.
 
     numpy converts in C: one 224x224x3 image in 12 ms against 47 ms element
-    by element. It would also convert booleans and numeric strings silently,
-    so the leaves' types are checked, with a C-speed ``set(map(type, ...))``.
+    by element. It would also convert booleans, numeric strings and floats
+    silently, so the leaves' types are checked, with a C-speed
+    ``set(map(type, ...))``, and the values against the dtype's range.
     """
+    family = tensor_kind.family
+    if family not in JSON_TYPES:
+        return None
     try:
-        array = np.array(nested, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):  # Ragged, or not numbers.
+        array = np.array(nested, dtype=np.float64 if family == "float" else tensor_kind.numpy)
+    except (ValueError, TypeError, OverflowError):  # Ragged, not numbers, out of range.
         return None
     if shape is not None and array.shape != shape:
         return None
     leaves = nested if array.ndim else [nested]
     for _ in range(array.ndim - 1):
         leaves = chain.from_iterable(leaves)
-    if not set(map(type, leaves)) <= {float, int}:
+    if not set(map(type, leaves)) <= JSON_TYPES[family]:
         return None
-    # False for NaN too, which the standard library's parser may have read.
-    if not (np.abs(array) <= FLOAT32_MAX).all():
-        return None
-    return array.astype(np.float32)
+    if family == "float":
+        # False for NaN too, which the standard library's parser may have read.
+        if not (np.abs(array) <= tensor_kind.high).all():
+            return None
+        return array.astype(tensor_kind.numpy)
+    return array
 
 
 def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.ndarray | None:
-    """One input's instances (TensorFlow Serving's row format) as a float32 batch.
+    """One input's instances (TensorFlow Serving's row format) as a batch of its dtype.
 
     Each row is the input's feature-shaped value; a one-number input also
-    takes a bare number. Problems go into ``errors`` by row index (and under
+    takes a bare value. Problems go into ``errors`` by row index (and under
     ``label``, the input's name, for instances keyed by input name).
     """
-    shape, scalar, numbers = spec.feature_shape, is_scalar(spec), []
-    if not scalar:
-        array = numbers_array(rows, (len(rows), *shape))
+    shape, scalar, tensor_kind = spec.feature_shape, is_scalar(spec), spec.kind
+    if not scalar or tensor_kind.family != "float":
+        array = typed_array(rows, tensor_kind, (len(rows), *shape))
         if array is not None:
             return array
+    values = []
     for index, row in enumerate(rows):
-        if not scalar:
-            problem = flatten(row, shape, numbers)
-        else:
-            # as_number() inline, for the common one-number model: a 1,000-row batch
+        if scalar and shape and type(row) is list and len(row) == 1:
+            row = row[0]
+        if scalar:
+            # leaf() inline for the common one-number float model: a 1,000-row batch
             # costs 100 µs this way against 150 µs with a call per row.
-            if shape and type(row) is list and len(row) == 1:
-                row = row[0]
-            if type(row) is float or type(row) is int:
+            if tensor_kind.family == "float" and (type(row) is float or type(row) is int):
                 try:
                     number = float(row)
                 except OverflowError:  # An integer beyond any float.
                     number = math.inf
-                # False for NaN too; in range, the float32 conversion cannot overflow.
-                if -FLOAT32_MAX <= number <= FLOAT32_MAX:
-                    numbers.append(number)
+                # False for NaN too; in range, the conversion to the dtype cannot overflow.
+                if tensor_kind.low <= number <= tensor_kind.high:
+                    values.append(number)
                     continue
-            problem = SCALAR_MESSAGE
+            checked = leaf(row, tensor_kind)
+            problem = value_message(spec) if checked is None else None
+            if not problem:
+                values.append(checked)
+        else:
+            problem = flatten(row, shape, values, tensor_kind)
         if problem:
             errors[index] = {label: [problem]} if label else [problem]
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
     if errors:
         return None
-    return np.array(numbers, dtype=np.float32).reshape(len(rows), *shape)
+    dtype = np.float64 if tensor_kind.family == "float" else tensor_kind.numpy
+    return np.array(values, dtype=dtype).astype(tensor_kind.numpy).reshape(len(rows), *shape)
 
 
 def instances_to_inputs(instances, compiled: CompiledModel) -> dict[str, np.ndarray]:
@@ -233,11 +262,15 @@ def check_ranges(inputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -
 
 def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All outputs for validated inputs, or ``InvalidInput`` where an input is beyond its
-    valid range or an output overflows float32."""
+    valid range or a float output overflows its dtype."""
     compiled = runner.compiled
     if compiled.ranged:
         check_ranges(inputs, compiled.inputs)
-    outputs = runner.run([inputs[spec.name] for spec in compiled.inputs])
+    try:
+        outputs = runner.run([inputs[spec.name] for spec in compiled.inputs])
+    except RuntimeError as error:  # LiteRT's kernels refuse what they cannot compute.
+        problem = (str(error).splitlines() or [""])[0][:200]
+        raise InvalidInput(422, f"The model's runtime refused these inputs: {problem}") from None
     bad = set()
     for output in outputs:
         if not all_finite(output):
@@ -246,7 +279,7 @@ def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
     if bad:
         raise InvalidInput(
             422,
-            "The model's output is not a finite float32 for some instances.",
+            "The model's output is not a finite number for some instances.",
             {i: ["Prediction is not finite."] for i in sorted(bad)[:MAX_REPORTED_ERRORS]},
         )
     named = {spec.name: output for spec, output in zip(compiled.outputs, outputs, strict=True)}
@@ -259,13 +292,16 @@ def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
 
 
 def all_finite(values: np.ndarray) -> bool:
-    """Whether every value is a finite float32 short of LiteRT's saturation value.
+    """Whether every value is finite short of LiteRT's saturation value (integers always are).
 
     Python's comparisons are cheaper than a numpy call for a few values (about
     20 µs a request here, 3 % of a single-instance request's CPU).
     """
+    if values.dtype.kind != "f":
+        return True
     if values.size <= 16:
-        return all(-FLOAT32_MAX < value < FLOAT32_MAX for value in values.ravel().tolist())
+        largest = float(np.finfo(values.dtype).max)
+        return all(-largest < value < largest for value in values.ravel().tolist())
     return not not_finite(values).any()
 
 
@@ -290,29 +326,6 @@ def rows_of(outputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], squee
 def squeezed(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """A one-number output as a 1-D batch (bare numbers in JSON); others as they are."""
     return array.reshape(len(array)) if is_scalar(spec) else array
-
-
-# Open Inference Protocol datatypes whose every value float32 holds exactly.
-EXACT_DATATYPES = {
-    "FP32": None,
-    "FP16": None,
-    "INT8": (-(2**7), 2**7 - 1),
-    "INT16": (-(2**15), 2**15 - 1),
-    "UINT8": (0, 2**8 - 1),
-    "UINT16": (0, 2**16 - 1),
-}
-
-
-# Little-endian numpy types of the datatypes above, for binary tensor data.
-BINARY_DTYPES = {
-    "FP32": "<f4",
-    "FP16": "<f2",
-    "INT8": "i1",
-    "INT16": "<i2",
-    "UINT8": "u1",
-    "UINT16": "<u2",
-}
-FP16_MAX = 65504.0
 
 
 class BinaryTensors:
@@ -374,17 +387,29 @@ def tensors_to_inputs(
     return arrays
 
 
+def accepted_datatypes(spec: TensorSpec) -> list[str]:
+    """The protocol's datatypes whose every value the input's dtype holds exactly."""
+    return [
+        datatype
+        for dtype, datatype in DATATYPES.items()
+        if dtype in SERVED_DTYPES and holds_exactly(dtype, spec.dtype)
+    ]
+
+
 def tensor_to_array(
     tensor: dict, spec: TensorSpec, compiled: CompiledModel, reader: BinaryTensors
 ) -> np.ndarray:
     name, datatype, shape = spec.name, tensor["datatype"], list(tensor["shape"])
-    if datatype not in EXACT_DATATYPES:
+    accepted = accepted_datatypes(spec)
+    if datatype not in accepted:
+        model_datatype = DATATYPES[spec.dtype]
         raise InvalidInput(
             400,
-            f"Input {name!r} has datatype {cut(datatype)}; the model takes FP32, which cannot "
-            f"hold every {cut(datatype)} value exactly "
-            "(send FP32, FP16, INT8, INT16, UINT8 or UINT16).",
+            f"Input {name!r} has datatype {cut(datatype)}; the model takes {model_datatype}, "
+            f"which cannot hold every {cut(datatype)} value exactly "
+            f"(send {', '.join(accepted)}).",
         )
+    source = kind(PROTOCOL_DTYPES[datatype])
     expected = [-1, *spec.feature_shape]
     if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
         raise InvalidInput(
@@ -395,47 +420,50 @@ def tensor_to_array(
     if size is not None:
         if "data" in tensor:
             raise InvalidInput(400, f"Input {name!r} has both data and binary_data_size.")
-        array = binary_to_array(name, datatype, shape, size, reader)
+        array = binary_to_array(name, source, shape, size, reader)
     elif "data" not in tensor:
         raise InvalidInput(400, f"Input {name!r} has no data and no binary_data_size.")
     else:
-        array = data_to_array(name, datatype, shape, tensor["data"])
-    if datatype == "FP16" and not (np.abs(array) <= FP16_MAX).all():
-        raise InvalidInput(400, f"Input {name!r} has values beyond FP16's range (±{FP16_MAX:g}).")
-    return array
+        array = data_to_array(name, source, shape, tensor["data"])
+    return array.astype(spec.kind.numpy, copy=False)
 
 
-def binary_to_array(name, datatype, shape, size, reader: BinaryTensors) -> np.ndarray:
-    dtype = np.dtype(BINARY_DTYPES[datatype])
+def binary_to_array(name, source: Kind, shape, size, reader: BinaryTensors) -> np.ndarray:
+    """Raw little-endian values of the request's datatype ``source``, checked as JSON's are."""
+    dtype = source.numpy
     needed = math.prod(shape) * dtype.itemsize
+    datatype = DATATYPES[source.name]
     if type(size) is not int or size != needed:
         raise InvalidInput(
             400,
             f"Input {name!r} has binary_data_size {cut(size)}; shape {shape} of {datatype} "
             f"is {needed} bytes.",
         )
-    array = np.frombuffer(reader.take(name, size), dtype).astype(np.float32).reshape(shape)
-    # NaN compares false: refused with the infinities and float32's saturation.
-    if dtype.kind == "f" and not (np.abs(array) < FLOAT32_MAX).all():
-        raise InvalidInput(400, f"Input {name!r} has values that are not finite float32.")
+    array = np.frombuffer(reader.take(name, size), dtype).reshape(shape)
+    # NaN compares false: refused with the infinities and the dtype's saturation.
+    if source.family == "float" and not (np.abs(array) < source.high).all():
+        raise InvalidInput(400, f"Input {name!r} has values that are not finite {datatype}.")
+    if source.family == "bool" and not (array.view(np.uint8) <= 1).all():
+        raise InvalidInput(400, f"Input {name!r} has BOOL bytes other than 0 and 1.")
     return array
 
 
-def data_to_array(name, datatype, shape, data) -> np.ndarray:
-    """JSON data: flat in row-major order, or nested exactly as ``shape``."""
-    integer_range = EXACT_DATATYPES[datatype]
-    array = numbers_array(data) if integer_range is None else None
+def data_to_array(name, source: Kind, shape, data) -> np.ndarray:
+    """JSON data of the request's datatype ``source``: flat in row-major order, or nested
+    exactly as ``shape``."""
+    array = typed_array(data, source)
     if array is None:
-        numbers: list[float] = []
-        problem = flatten_any(data, numbers, integer_range)
+        values: list = []
+        problem = flatten_any(data, values, source)
         if problem:
             raise InvalidInput(400, f"Input {name!r}: {problem}")
         try:  # The values are right; is the nesting?
-            array = np.array(data, dtype=np.float64).astype(np.float32)
+            array = np.array(data, dtype=np.float64 if source.family == "float" else source.numpy)
         except ValueError:
             raise InvalidInput(
                 400, f"Input {name!r}: nested data is ragged; it must match shape {shape}."
             ) from None
+        array = array.astype(source.numpy)
     flat = array.ndim <= 1 and array.size == math.prod(shape)
     if not flat and list(array.shape) != shape:
         raise InvalidInput(
@@ -446,24 +474,18 @@ def data_to_array(name, datatype, shape, data) -> np.ndarray:
     return array.reshape(shape)
 
 
-def flatten_any(data, into: list, integer_range: tuple[int, int] | None) -> str | None:
-    """Append the numbers of flat or nested ``data`` in row-major order; else say why not."""
+def flatten_any(data, into: list, source: Kind) -> str | None:
+    """Append the values of flat or nested ``data`` in row-major order; else say why not."""
     stack = [iter(data if type(data) is list else [data])]
     while stack:
         for item in stack[-1]:
             if type(item) is list:
                 stack.append(iter(item))
                 break
-            if integer_range is not None:
-                low, high = integer_range
-                if type(item) is not int or not low <= item <= high:
-                    return f"{cut(repr(item))} is not an integer from {low} to {high}."
-                into.append(float(item))
-                continue
-            number = as_number(item)
-            if number is None:
-                return f"{cut(repr(item))} is not a finite number within float32 range."
-            into.append(number)
+            value = leaf(item, source)
+            if value is None:
+                return f"{cut(repr(item))} is not {source.describe()}."
+            into.append(value)
         else:
             stack.pop()
     return None

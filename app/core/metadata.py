@@ -5,6 +5,7 @@ and gRPC (app/grpc/servicer.py).
 """
 
 from app.core.serving import served_runner
+from app.runtime.datatypes import DATATYPES
 
 SERVER_NAME = "model-server"
 SERVER_VERSION = "1.0.0"
@@ -25,7 +26,7 @@ def served_model(name: str, version: str | None = None):
 
 
 def tensor_metadata(spec) -> dict:
-    return {"name": spec.name, "datatype": "FP32", "shape": list(spec.shape)}
+    return {"name": spec.name, "datatype": DATATYPES[spec.dtype], "shape": list(spec.shape)}
 
 
 def model_metadata(runner) -> dict:

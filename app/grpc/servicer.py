@@ -30,6 +30,7 @@ from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.quota import MemoryQuota
 from app.ops.request_context import REQUEST_ID
+from app.runtime.datatypes import DATATYPES
 
 log = logging.getLogger("app.grpc")
 
@@ -42,13 +43,19 @@ STATUS_CODES = {
     422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-# The typed ``contents`` field that carries each datatype the model can take exactly.
+# The typed ``contents`` field that carries each datatype (FP16 travels raw only).
 CONTENTS_FIELDS = {
-    "FP32": "fp32_contents",
+    "BOOL": "bool_contents",
     "INT8": "int_contents",
     "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
     "UINT8": "uint_contents",
     "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
 }
 
 
@@ -234,8 +241,9 @@ class OpenInferenceServicer:
             if wanted and spec.name not in wanted:
                 continue
             array = outputs[spec.name]
-            response.outputs.add(name=spec.name, datatype="FP32", shape=array.shape)
-            response.raw_output_contents.append(np.ascontiguousarray(array, "<f4").tobytes())
+            response.outputs.add(name=spec.name, datatype=DATATYPES[spec.dtype], shape=array.shape)
+            raw = np.ascontiguousarray(array, spec.kind.numpy).tobytes()
+            response.raw_output_contents.append(raw)
         return response
 
 

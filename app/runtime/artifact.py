@@ -28,14 +28,29 @@ from pathlib import Path
 
 import numpy as np
 
+from app.runtime.datatypes import Kind, kind
+
 FLATBUFFER_FILE = "model.tflite"
 SIGNATURE_FILE = "signature.json"
 GOLDEN_FILE = "golden.npz"
 FORMAT_VERSION = 2
 
-# The only dtype served: client numbers are JSON numbers, held as float32.
-SERVED_DTYPE = "float32"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The dtypes a tensor may have (numpy's names); strings need a runtime LiteRT is not.
+SERVED_DTYPES = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)
 
 # Size bounds, checked with stat before a file is opened. LiteRT's flatbuffers
 # cannot exceed 2 GiB; the largest keras.applications model (ConvNeXtXLarge)
@@ -67,10 +82,12 @@ class ArtifactError(Exception):
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named input or output: its shape (-1 for the batch) and dtype.
+    """One named input or output: its shape (-1 for the batch) and dtype (numpy's name).
 
     ``valid_range`` (inputs only) is the ``(min, max)`` of values for which
-    the runtime agrees with Keras; None means the whole float32 range.
+    the runtime agrees with Keras (or, for an integer input, that the model
+    takes at all, such as the ids an embedding has); None means the dtype's
+    whole range.
     """
 
     name: str
@@ -81,6 +98,11 @@ class TensorSpec:
     @property
     def feature_shape(self) -> tuple[int, ...]:
         return self.shape[1:]
+
+    @property
+    def kind(self) -> Kind:
+        """What the dtype takes (app/runtime/datatypes.py)."""
+        return kind(self.dtype)
 
     @property
     def size(self) -> int:
@@ -96,13 +118,16 @@ class TensorSpec:
     @classmethod
     def from_json(cls, data: dict) -> "TensorSpec":
         valid_range = data.get("valid_range")
+        dtype = str(data["dtype"])
         if valid_range is not None:
-            low, high = (float(value) for value in valid_range)
-            if not -FLOAT32_MAX <= low < high <= FLOAT32_MAX:
+            tensor_kind = kind(dtype)
+            number = int if tensor_kind.family == "int" else float
+            low, high = (number(value) for value in valid_range)
+            if not tensor_kind.low <= low <= high <= tensor_kind.high:
                 raise ValueError(f"valid_range {valid_range} of {data['name']!r}")
             valid_range = (low, high)
         shape = tuple(int(n) for n in data["shape"])
-        return cls(str(data["name"]), shape, str(data["dtype"]), valid_range)
+        return cls(str(data["name"]), shape, dtype, valid_range)
 
 
 @dataclass(frozen=True)
@@ -111,7 +136,9 @@ class Probes:
 
     Row 0 is each feature's midpoint, row 1 its low and row 2 its high bound;
     the rest are uniform between them, from PCG64's raw stream (which numpy
-    keeps stable across releases), quantised to 256 levels per feature.
+    keeps stable across releases), quantised to 256 levels per feature, and
+    rounded to the input's dtype (integers to the nearest, booleans at the
+    midpoint).
     """
 
     rows: int
@@ -130,8 +157,26 @@ class Probes:
                 : min(self.rows, 3)
             ].reshape(-1, *[1] * len(spec.feature_shape))
             low, high = self.lows[spec.name], self.highs[spec.name]
-            arrays[spec.name] = (low + (high - low) * (levels / np.float32(255))).astype(np.float32)
+            if spec.dtype == "float32":  # In float32, as artifacts of float32 models always were.
+                values = low + (high - low) * (levels / np.float32(255))
+                arrays[spec.name] = values.astype(np.float32)
+                continue
+            values = low + (high - low) * (levels.astype(np.float64) / 255)
+            arrays[spec.name] = in_dtype(values, spec)
         return arrays
+
+
+def in_dtype(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float64 probe values as the input's dtype: rounded and clipped for integers."""
+    tensor_kind = spec.kind
+    if tensor_kind.family == "bool":
+        return values >= 0.5
+    if tensor_kind.family == "int":
+        # Clipped to floats within the range: 2^63 - 1, as a float, is 2^63.
+        high = float(tensor_kind.high)
+        high = np.nextafter(high, 0) if high > tensor_kind.high else high
+        return np.clip(np.rint(values), float(tensor_kind.low), high).astype(tensor_kind.numpy)
+    return np.clip(values, tensor_kind.low, tensor_kind.high).astype(tensor_kind.numpy)
 
 
 @dataclass(frozen=True)
@@ -186,15 +231,16 @@ class CompiledModel:
 
 
 def check_servable(inputs, outputs) -> None:
-    """Refuse tensors the server cannot take or give exactly: only float32, fixed feature shapes."""
+    """Refuse tensors the server cannot take or give exactly: numbers and booleans of the
+    dtypes the protocols name, with fixed feature shapes."""
     for role, specs in (("input", inputs), ("output", outputs)):
         if not specs:
             raise ArtifactError(f"the model has no {role}s")
         for spec in specs:
-            if spec.dtype != SERVED_DTYPE:
+            if spec.dtype not in SERVED_DTYPES:
                 raise ArtifactError(
-                    f"{role} {spec.name!r} is {spec.dtype}; only float32 tensors are served "
-                    "(a client's number would be changed silently)"
+                    f"{role} {spec.name!r} is {spec.dtype}; LiteRT serves tensors of "
+                    f"{', '.join(SERVED_DTYPES)}"
                 )
             if len(spec.shape) < 1 or spec.shape[0] != -1 or any(n < 1 for n in spec.shape[1:]):
                 raise ArtifactError(
@@ -348,9 +394,9 @@ def _read_golden(data: bytes, inputs, outputs) -> tuple[Probes, dict[str, np.nda
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
             rows, seed = int(arrays["rows"]), int(arrays["seed"])
-            lows = {s.name: _float32(arrays[f"input{i}_low"]) for i, s in enumerate(inputs)}
-            highs = {s.name: _float32(arrays[f"input{i}_high"]) for i, s in enumerate(inputs)}
-            golden = {s.name: _float32(arrays[f"output{i}"]) for i, s in enumerate(outputs)}
+            lows = {s.name: _bound(arrays[f"input{i}_low"]) for i, s in enumerate(inputs)}
+            highs = {s.name: _bound(arrays[f"input{i}_high"]) for i, s in enumerate(inputs)}
+            golden = {s.name: _typed(arrays[f"output{i}"], s) for i, s in enumerate(outputs)}
     except (KeyError, ValueError, OSError, EOFError) as error:
         raise ArtifactError(f"{GOLDEN_FILE} is malformed ({error})") from None
     for spec in inputs:
@@ -365,19 +411,29 @@ def _read_golden(data: bytes, inputs, outputs) -> tuple[Probes, dict[str, np.nda
     return Probes(rows, seed, lows, highs), golden
 
 
-def _float32(array: np.ndarray) -> np.ndarray:
-    if array.dtype != np.float32:
-        raise ValueError(f"expected float32, found {array.dtype}")
+def _bound(array: np.ndarray) -> np.ndarray:
+    """A probe bound: float32 for a float32 input, float64 for others (int64's bounds)."""
+    if array.dtype not in (np.float32, np.float64):
+        raise ValueError(f"expected float bounds, found {array.dtype}")
+    return array
+
+
+def _typed(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if array.dtype != spec.kind.numpy:
+        raise ValueError(f"output {spec.name!r} is {spec.dtype}, its golden values {array.dtype}")
     return array
 
 
 def not_finite(values: np.ndarray) -> np.ndarray:
-    """Where float32 outputs are not finite, counting LiteRT's saturation as overflow.
+    """Where float outputs are not finite, counting LiteRT's saturation as overflow.
 
-    LiteRT clamps an overflowing result to +-FLOAT32_MAX where the reference
-    model gives +-inf, so a value at the edge of float32 is no real answer.
+    LiteRT clamps an overflowing result to +-the dtype's largest value where
+    the reference model gives +-inf, so a value at that edge is no real
+    answer. Integers and booleans are always finite.
     """
-    return ~(np.abs(values) < FLOAT32_MAX)
+    if values.dtype.kind != "f":
+        return np.zeros(values.shape, dtype=bool)
+    return ~(np.abs(values) < np.finfo(values.dtype).max)
 
 
 def disagreement(expected: np.ndarray, actual: np.ndarray, strict: bool = True) -> np.ndarray:
@@ -390,6 +446,8 @@ def disagreement(expected: np.ndarray, actual: np.ndarray, strict: bool = True) 
     """
     rows = len(expected)
     expected, actual = expected.reshape(rows, -1), actual.reshape(rows, -1)
+    if expected.dtype.kind != "f":  # Integers and booleans agree exactly or not at all.
+        return (expected != actual).any(axis=1)
     expected_bad, actual_bad = not_finite(expected), not_finite(actual)
     with np.errstate(over="ignore", invalid="ignore"):
         scale = np.where(expected_bad, 0, np.abs(expected)).max(axis=1, keepdims=True)

@@ -19,6 +19,7 @@ server refuses values outside it rather than answer a different number.
 import json
 import logging
 import math
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ log = logging.getLogger("training")
 
 # Where probes are drawn when the version has no training profile: values a
 # model meets in practice, standardised features and raw pixels (0..255) alike.
+# Integer inputs of up to 16 bits (uint8 pixels) get their dtype's whole range.
 DEFAULT_DOMAIN = (-1000.0, 1000.0)
 # The profile's range widened by this share of its span on each side.
 DOMAIN_MARGIN = 0.1
@@ -105,7 +107,7 @@ def tensor_specs(model: keras.Model) -> tuple[tuple[TensorSpec, ...], tuple[Tens
 
 
 def reference(model: keras.Model, feed: list[np.ndarray]) -> list[np.ndarray]:
-    """Keras' outputs for flat float32 inputs, in the signature's order, run in chunks."""
+    """Keras' outputs for inputs in the signature's order, run in chunks."""
     struct = _structure(model, "inputs")
     rows = len(feed[0])
     per_row = max(1, sum(int(np.prod(array.shape[1:])) for array in feed))
@@ -116,14 +118,14 @@ def reference(model: keras.Model, feed: list[np.ndarray]) -> list[np.ndarray]:
             part = [array[start : start + step] for array in feed]
             structured = keras.tree.pack_sequence_as(struct, part)
             outputs = keras.tree.flatten(model(structured, training=False))
-            chunks.append([np.asarray(output, dtype=np.float32) for output in outputs])
+            chunks.append([np.asarray(output) for output in outputs])
     return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
 
 def convert(model: keras.Model, inputs) -> bytes:
     """Trace the model with a batch-polymorphic signature, freeze it, convert it to LiteRT."""
     specs = [
-        tf.TensorSpec([None, *spec.feature_shape], tf.float32, name=f"in{i}")
+        tf.TensorSpec([None, *spec.feature_shape], tf.as_dtype(spec.dtype), name=f"in{i}")
         for i, spec in enumerate(inputs)
     ]
     struct = _structure(model, "inputs")
@@ -142,19 +144,78 @@ def convert(model: keras.Model, inputs) -> bytes:
 
 
 def input_domain(spec: TensorSpec, profile: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature low and high bounds for probes: the profile's range widened, else the default."""
+    """Per-feature low and high bounds for probes: the profile's range widened, else the
+    default, within the dtype (float32 bounds for a float32 input, float64 for others)."""
+    tensor_kind = spec.kind
+    bound_type = np.float32 if spec.dtype == "float32" else np.float64
+    if tensor_kind.family == "bool":
+        return np.float64(0), np.float64(1)
     features = _profile_features(spec, profile or {})
     if features is None:
         low, high = DEFAULT_DOMAIN
-        return np.float32(low), np.float32(high)
+        if tensor_kind.family == "int" and tensor_kind.bits <= 16:
+            low, high = tensor_kind.low, tensor_kind.high
+        low, high = max(low, tensor_kind.low), min(high, tensor_kind.high)
+        return bound_type(low), bound_type(high)
     lows = np.array([feature["min"] for feature in features], dtype=np.float64)
     highs = np.array([feature["max"] for feature in features], dtype=np.float64)
     span = highs - lows
     margin = np.where(span > 0, span * DOMAIN_MARGIN, np.maximum(np.abs(highs), 1) * DOMAIN_MARGIN)
-    lows = np.clip(lows - margin, -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
-    highs = np.clip(highs + margin, -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
+    lows = np.clip(lows - margin, tensor_kind.low, tensor_kind.high).astype(bound_type)
+    highs = np.clip(highs + margin, tensor_kind.low, tensor_kind.high).astype(bound_type)
     shape = spec.feature_shape if spec.size > 1 else ()
     return lows.reshape(shape), highs.reshape(shape)
+
+
+def accepted_range(model, inputs, index: int, domains: dict) -> tuple[int, int] | None:
+    """For an integer input whose domain Keras refuses in part (an embedding refuses ids past
+    its vocabulary): the range it takes, found by bisection, and the domain narrowed to it.
+    None when Keras takes the whole domain (or the input is not an integer)."""
+    spec = inputs[index]
+    if spec.kind.family != "int":
+        return None
+    low, high = int(np.min(domains[spec.name][0])), int(np.max(domains[spec.name][1]))
+
+    def takes(value: int) -> bool:
+        feed = middle_feed(inputs, domains, 1)
+        feed[index] = np.full((1, *spec.feature_shape), value, dtype=spec.kind.numpy)
+        try:
+            reference(model, feed)
+        except Exception:  # noqa: BLE001 - TensorFlow refuses with many types.
+            return False
+        return True
+
+    anchor = min(max(0, low), high)
+    if not takes(anchor):
+        raise ArtifactError(f"input {spec.name!r}: the model refuses {anchor}, its domain's base")
+    if takes(low) and takes(high):
+        return None
+    while low < anchor and not takes(low):  # The lowest value it takes, above low.
+        bad, good = low, anchor
+        while good - bad > 1:
+            middle = (bad + good) // 2
+            bad, good = (bad, middle) if takes(middle) else (middle, good)
+        low = good
+    if not takes(high):
+        good, bad = anchor, high
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if takes(middle) else (good, middle)
+        high = good
+    bound_type = domains[spec.name][0].dtype.type
+    domains[spec.name] = (bound_type(low), bound_type(high))
+    return (low, high)
+
+
+def middle_feed(inputs, domains: dict, rows: int) -> list[np.ndarray]:
+    """Every input at its domain's midpoint, ``rows`` times, in its dtype."""
+    feed = []
+    for spec in inputs:
+        low, high = domains[spec.name]
+        middle = np.broadcast_to(np.asarray(low / 2 + high / 2, np.float64), spec.feature_shape)
+        values = np.broadcast_to(middle, (rows, *spec.feature_shape))
+        feed.append(artifact.in_dtype(np.array(values), spec))
+    return feed
 
 
 def _profile_features(spec: TensorSpec, profile: dict) -> list[dict] | None:
@@ -176,7 +237,7 @@ def _profile_features(spec: TensorSpec, profile: dict) -> list[dict] | None:
 def probe_rows(inputs, outputs) -> int:
     """Rows of golden probes: bounded by count, input numbers and stored output bytes."""
     in_numbers = max(spec.size for spec in inputs)
-    out_bytes = 4 * sum(spec.size for spec in outputs)
+    out_bytes = sum(spec.size * spec.kind.numpy.itemsize for spec in outputs)
     return max(1, min(PROBE_ROWS, PROBE_ELEMENTS // in_numbers, GOLDEN_OUTPUT_BYTES // out_bytes))
 
 
@@ -201,13 +262,18 @@ def valid_range(model, runtime, inputs, index: int, domains: dict) -> tuple[floa
     """The symmetric range, beyond the domain, in which input ``index`` keeps LiteRT agreeing.
 
     The other inputs stay at their domain's midpoint. None when LiteRT agrees
-    with Keras up to float32's largest value.
+    with Keras up to the dtype's largest value (and for booleans).
     """
     spec = inputs[index]
+    tensor_kind = spec.kind
+    if tensor_kind.family == "bool":
+        return None
     low, high = domains[spec.name]
     agreed = float(max(np.max(np.abs(low)), np.max(np.abs(high)), 1.0))
     rng = np.random.default_rng(PROBE_SEED + index)
-    steps = [magnitude for magnitude in LADDER if magnitude > agreed]
+    largest = float(tensor_kind.high)
+    steps = [min(magnitude, largest) for magnitude in (*LADDER[:-1], largest) if magnitude > agreed]
+    steps = sorted(set(steps))
     per_step = 2 if spec.size > 10_000 else 4
     rows = []
     for magnitude in steps:
@@ -215,26 +281,52 @@ def valid_range(model, runtime, inputs, index: int, domains: dict) -> tuple[floa
         uniform = rng.uniform(0, 1, (per_step - 1, *spec.feature_shape)) ** 0.25
         rows.append(np.full((1, *spec.feature_shape), magnitude))
         rows.append(magnitude * signs * uniform)
-    probes = np.clip(np.concatenate(rows), -FLOAT32_MAX, FLOAT32_MAX).astype(np.float32)
-    feed = []
-    for position, other in enumerate(inputs):
-        if position == index:
-            feed.append(probes)
-        else:
-            other_low, other_high = domains[other.name]
-            middle = np.broadcast_to(other_low / 2 + other_high / 2, other.feature_shape)
-            feed.append(np.broadcast_to(middle, (len(probes), *other.feature_shape)).copy())
-    expected = reference(model, feed)
-    with np.errstate(over="ignore", invalid="ignore"):
-        actual = runtime(feed)
+    if not steps:
+        return None
+    probes = artifact.in_dtype(np.concatenate(rows), spec)
+    feed = middle_feed(inputs, domains, len(probes))
+    feed[index] = probes
     wrong = np.zeros(len(probes), dtype=bool)
-    for want, got in zip(expected, actual, strict=True):
-        wrong |= artifact.disagreement(want, got, strict=False)
+    try:
+        expected = reference(model, feed)
+    except Exception:  # noqa: BLE001 - Keras refuses some of them: step by step, then.
+        expected = None
+    if expected is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            actual = runtime(feed)
+        for want, got in zip(expected, actual, strict=True):
+            wrong |= artifact.disagreement(want, got, strict=False)
     for position, magnitude in enumerate(steps):
-        if wrong[position * per_step : (position + 1) * per_step].any():
-            return (-agreed, agreed)
+        rows_of_step = slice(position * per_step, (position + 1) * per_step)
+        if expected is None and not agrees_at(model, runtime, feed, rows_of_step):
+            wrong[rows_of_step] = True
+        if wrong[rows_of_step].any():
+            return symmetric(agreed, tensor_kind)
         agreed = magnitude
     return None
+
+
+def agrees_at(model, runtime, feed: list[np.ndarray], rows: slice) -> bool:
+    """Whether LiteRT gives what Keras gives on some rows of ``feed``; False if Keras refuses."""
+    part = [array[rows] for array in feed]
+    try:
+        expected = reference(model, part)
+    except Exception:  # noqa: BLE001 - TensorFlow refuses with many types.
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        actual = runtime(part)
+    return not any(
+        artifact.disagreement(want, got, strict=False).any()
+        for want, got in zip(expected, actual, strict=True)
+    )
+
+
+def symmetric(magnitude: float, tensor_kind) -> tuple:
+    """(-magnitude, magnitude) within the dtype: integers for an integer input."""
+    if tensor_kind.family == "int":
+        whole = int(magnitude)
+        return (max(-whole, tensor_kind.low), min(whole, tensor_kind.high))
+    return (-magnitude, magnitude)
 
 
 def compile_model(model: keras.Model, profile: dict | None = None) -> CompiledModel:
@@ -255,9 +347,15 @@ def _compile(model: keras.Model, profile: dict | None) -> CompiledModel:
     try:
         flatbuffer = convert(model, inputs)
     except Exception as error:  # The converter raises many types; any means "no".
-        first_line = (str(error).strip().splitlines() or [""])[0][:300]
-        raise ArtifactError(f"LiteRT cannot convert the model ({first_line})") from error
+        raise ArtifactError(
+            f"LiteRT cannot convert the model ({converter_problem(error)})"
+        ) from None
     domains = {spec.name: input_domain(spec, profile) for spec in inputs}
+    accepted = {
+        spec.name: found
+        for i, spec in enumerate(inputs)
+        if (found := accepted_range(model, inputs, i, domains)) is not None
+    }
     probes = Probes(
         probe_rows(inputs, outputs),
         PROBE_SEED,
@@ -273,12 +371,28 @@ def _compile(model: keras.Model, profile: dict | None) -> CompiledModel:
     runtime = LiteRTRuntime(flatbuffer, len(inputs), len(outputs), kernels)
     ranged = tuple(
         TensorSpec(
-            spec.name, spec.shape, spec.dtype, valid_range(model, runtime, inputs, i, domains)
+            spec.name,
+            spec.shape,
+            spec.dtype,
+            accepted.get(spec.name) or valid_range(model, runtime, inputs, i, domains),
         )
         for i, spec in enumerate(inputs)
     )
-    golden = {spec.name: output for spec, output in zip(outputs, expected, strict=True)}
+    golden = {
+        spec.name: output.astype(spec.kind.numpy)
+        for spec, output in zip(outputs, expected, strict=True)
+    }
     return CompiledModel(flatbuffer, ranged, outputs, probes, golden, kernels)
+
+
+def converter_problem(error: Exception) -> str:
+    """The converter's error in one line: the TensorFlow ops LiteRT's builtins lack, when
+    that is the cause, else its first line."""
+    text = str(error)
+    missing = re.search(r"TF Select ops: ([^\n]+)", text)
+    if missing:
+        return f"LiteRT's builtin ops lack the TensorFlow ops {missing.group(1).strip()}"
+    return (text.strip().splitlines() or [""])[0][:300]
 
 
 def compile_version(version_dir: Path, profile: dict | None = None) -> CompiledModel:

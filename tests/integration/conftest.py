@@ -55,3 +55,11 @@ def multi_server(multi_model_dir, tmp_path_factory):
     gunicorn = start(multi_model_dir, tmp_path_factory)
     yield gunicorn
     gunicorn.stop()
+
+
+@pytest.fixture(scope="module")
+def typed_server(zoo, tmp_path_factory):
+    """A two-worker Gunicorn serving the zoo's tabular model: float32 age, int64 country code."""
+    gunicorn = start(zoo["tabular"].model_dir, tmp_path_factory)
+    yield gunicorn
+    gunicorn.stop()

@@ -107,6 +107,55 @@ def kserve_multi(target: str, raw: bool, inputs: dict) -> dict:
     return asyncio.run(call())
 
 
+def triton_typed(target: str, model: str, inputs: dict) -> dict:
+    """One inference with tritonclient.grpc's defaults (raw tensors), any datatypes:
+    ``inputs`` maps names to ``{"data": nested list, "dtype": numpy's name}``."""
+    import tritonclient.grpc as triton
+    from tritonclient.utils import np_to_triton_dtype
+
+    client = triton.InferenceServerClient(target)
+    tensors = []
+    for name, given in inputs.items():
+        array = np.array(given["data"], given["dtype"])
+        tensor = triton.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    result = client.infer(model, tensors)
+    outputs = result.get_response(as_json=True)["outputs"]
+    return {
+        output["name"]: {
+            "datatype": output["datatype"],
+            "data": result.as_numpy(output["name"]).tolist(),
+        }
+        for output in outputs
+    }
+
+
+def kserve_typed(target: str, model: str, inputs: dict, raw: bool) -> dict:
+    """The same with KServe's InferenceGRPCClient, raw or typed contents."""
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+    from tritonclient.utils import np_to_triton_dtype
+
+    async def call():
+        client = InferenceGRPCClient(target)
+        try:
+            tensors = []
+            for name, given in inputs.items():
+                array = np.array(given["data"], given["dtype"])
+                tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+                tensor.set_data_from_numpy(array, binary_data=raw)
+                tensors.append(tensor)
+            result = await client.infer(InferRequest(model, tensors))
+        finally:
+            await client.close()
+        return {
+            output.name: {"datatype": output.datatype, "data": output.as_numpy().tolist()}
+            for output in result.outputs
+        }
+
+    return asyncio.run(call())
+
+
 def triton_stream(target: str, threads: int = 4) -> dict:
     """Infer back to back from ``threads`` clients until stdin says "stop"; versions, failures."""
     import tritonclient.grpc as triton
@@ -136,7 +185,14 @@ def triton_stream(target: str, threads: int = 4) -> dict:
 
 CLIENTS = {
     function.__name__: function
-    for function in (triton_linear, triton_aio_multi, kserve_multi, triton_stream)
+    for function in (
+        triton_linear,
+        triton_aio_multi,
+        kserve_multi,
+        triton_typed,
+        kserve_typed,
+        triton_stream,
+    )
 }
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from app.grpc.server import CONNECTION_AGE_SECONDS
 from tests.integration.clients import metric_values, oip_call, served_versions, wait_for
 from tests.integration.grpc_clients import client
 from tests.integration.test_protocols import multi_batch
+from tests.models import keras_outputs
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -262,3 +263,44 @@ def test_a_reload_under_a_stream_of_tritonclient_calls_fails_none(store, make_se
         result = json.loads(stream.stdout.readline())
     assert result["failures"] == [], result["failures"][:3]
     assert {"1", "2"} <= set(result["versions"]) and result["versions"][-20:] == ["2"] * 20
+
+
+TABULAR = {
+    "age": {"data": [[40.0], [-1.5], [3.0]], "dtype": "float32"},
+    "country": {"data": [[7], [19], [0]], "dtype": "int64"},
+}
+
+
+def tabular_expected(zoo) -> list:
+    inputs = {name: np.array(given["data"], given["dtype"]) for name, given in TABULAR.items()}
+    return keras_outputs(zoo["tabular"].keras, inputs)["risk"]
+
+
+@pytest.mark.parametrize(
+    "name, arguments",
+    [("triton_typed", {}), ("kserve_typed", {"raw": True}), ("kserve_typed", {"raw": False})],
+    ids=["tritonclient-raw", "kserve-raw", "kserve-typed-contents"],
+)
+def test_int64_and_float32_inputs_are_served_to_the_protocols_clients(
+    typed_server, zoo, name, arguments
+):
+    answer = client(
+        name, target=typed_server.grpc_target, model="tabular", inputs=TABULAR, **arguments
+    )
+    assert answer["risk"]["datatype"] == "FP32"
+    np.testing.assert_allclose(answer["risk"]["data"], tabular_expected(zoo), rtol=RTOL, atol=ATOL)
+
+
+def test_a_code_past_the_embedding_or_of_another_type_is_invalid_argument(typed_server):
+    request = pb.ModelInferRequest(model_name="tabular")
+    request.inputs.add(name="age", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(1)
+    country = request.inputs.add(name="country", datatype="INT64", shape=[1, 1])
+    country.contents.int64_contents.append(20)
+    with pytest.raises(grpc.RpcError) as refused:
+        infer(typed_server, request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "within [-20, 19]" in refused.value.details()
+    country.datatype = "FP64"
+    with pytest.raises(grpc.RpcError) as refused:
+        infer(typed_server, request)
+    assert "has datatype FP64; the model takes INT64" in refused.value.details()

@@ -14,6 +14,7 @@ import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from tests.integration.conftest import start
+from tests.models import keras_outputs
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -54,6 +55,21 @@ def test_tritonclient_sees_a_live_ready_server_and_the_notebook_model(server, ke
     np.testing.assert_allclose(
         result.as_numpy("y"), keras_model.predict(inputs, verbose=0), rtol=RTOL, atol=ATOL
     )
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_infers_int64_and_float32_inputs(typed_server, zoo, binary):
+    age = np.array([[40.0], [-1.5]], np.float32)
+    country = np.array([[7], [19]], np.int64)
+    tensors = []
+    for name, array, datatype in (("age", age, "FP32"), ("country", country, "INT64")):
+        tensors.append(triton.InferInput(name, list(array.shape), datatype))
+        tensors[-1].set_data_from_numpy(array, binary_data=binary)
+    result = triton_client(typed_server).infer("tabular", tensors)
+    expected = keras_outputs(zoo["tabular"].keras, {"age": age, "country": country})["risk"]
+    np.testing.assert_allclose(result.as_numpy("risk"), expected, rtol=RTOL, atol=ATOL)
+    metadata = triton_client(typed_server).get_model_metadata("tabular")
+    assert [tensor["datatype"] for tensor in metadata["inputs"]] == ["FP32", "INT64"]
 
 
 def test_tritonclient_infers_two_inputs_and_two_outputs(multi_server, multi_keras):

@@ -33,7 +33,9 @@ RUN python -m venv /opt/train \
  && /opt/train/bin/python -m training --name linear --output-dir /models --epochs 500 --seed 42
 # The serving venv needs neither pip nor setuptools at run time, nor LiteRT's
 # WebGPU accelerator (19 MB; the CPU interpreter never loads it).
-# SERVE_EXTRAS=registry adds MLflow's client, to serve MODEL_URI=models:/... .
+# SERVE_EXTRAS=registry adds MLflow's client, to serve MODEL_URI=models:/... ;
+# SERVE_EXTRAS=tensorflow the TensorFlow runtime, for versions LiteRT cannot run
+# (both: SERVE_EXTRAS=registry,tensorflow).
 ARG SERVE_EXTRAS=""
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".${SERVE_EXTRAS:+[$SERVE_EXTRAS]}" \

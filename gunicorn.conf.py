@@ -155,27 +155,20 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
-def post_fork(server, worker):
-    """Build the worker's runtime from the master's verified model, before it serves."""
-    from app.core.serving import start_serving
-
-    # Until the worker installs its own handlers, it still has the master's,
-    # which would swallow a stop signal sent while the model loads.
-    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(stop_signal, lambda signum, frame: sys.exit(0))
-    start_serving(worker.app.wsgi())
-
-
 def post_worker_init(worker):
-    """Serve gRPC beside HTTP; on SIGTERM drain both, then stop.
+    """Build the worker's runtime from the master's verified model, serve gRPC beside HTTP,
+    and on SIGTERM drain both, then stop.
 
-    On SIGTERM the worker answers 503 on /health/ready (NOT_SERVING and
-    ready false over gRPC) and keeps serving DRAIN_SECONDS, so a load
-    balancer sees it leave before it stops accepting; in-flight requests and
-    calls then get Gunicorn's graceful timeout.
+    The runtime is built here, before the worker serves and once gevent has
+    patched it: TensorFlow's runtime, imported earlier, would have imported
+    ssl before the patch. On SIGTERM the worker answers 503 on /health/ready
+    (NOT_SERVING and ready false over gRPC) and keeps serving DRAIN_SECONDS,
+    so a load balancer sees it leave before it stops accepting; in-flight
+    requests and calls then get Gunicorn's graceful timeout.
     """
-    from app.core.serving import serving_state
+    from app.core.serving import serving_state, start_serving
 
+    start_serving(worker.wsgi)
     state = serving_state(worker.wsgi)
     if hasattr(worker, "adopt"):  # app/ops/worker.py's gevent worker: its turns, deadlines, timers
         worker.adopt(state)

@@ -124,6 +124,67 @@ def tabular() -> keras.Model:
     return keras.Model({"age": age, "country": country}, keras.layers.Dense(1, name="risk")(hidden))
 
 
+def sequence_model() -> keras.Model:
+    """Sequences of any length of 4 features: a per-step output and a pooled one."""
+    keras.utils.set_random_seed(21)
+    steps = keras.Input((None, 4), name="steps")
+    hidden = keras.layers.Dense(8, activation="tanh")(steps)
+    per_step = keras.layers.Dense(2, name="per_step_layer")(hidden)
+    pooled = keras.layers.Dense(1, name="pooled_layer")(
+        keras.layers.GlobalAveragePooling1D()(hidden)
+    )
+    return keras.Model(steps, {"per_step": per_step, "pooled": pooled})
+
+
+def text_classifier() -> keras.Model:
+    """Raw text in, through TextVectorization inside the model: TensorFlow's runtime serves
+    it, since LiteRT takes no strings."""
+    keras.utils.set_random_seed(22)
+    text = keras.Input((1,), dtype="string", name="text")
+    vectorize = keras.layers.TextVectorization(max_tokens=40, output_sequence_length=6)
+    vectorize.adapt(["the quick brown fox", "jumps over a lazy dog", "hello world data team"])
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(40, 8)(vectorize(text)))
+    return keras.Model(text, keras.layers.Dense(2, activation="softmax", name="sentiment")(pooled))
+
+
+def cumulative() -> keras.Model:
+    """A cumulative product, an op LiteRT's builtins lack: TensorFlow's runtime serves it."""
+    keras.utils.set_random_seed(23)
+    values = keras.Input((6,), name="values")
+    scaled = keras.layers.Dense(6, activation="sigmoid")(values)
+    return keras.Model(
+        values, keras.layers.Dense(2, name="totals")(keras.ops.cumprod(scaled, axis=-1))
+    )
+
+
+def lstm_fixed() -> keras.Model:
+    """An LSTM over 20 steps of 4 features: LiteRT runs it unrolled."""
+    keras.utils.set_random_seed(24)
+    steps = keras.Input((20, 4), name="steps")
+    return keras.Model(steps, keras.layers.Dense(1, name="forecast")(keras.layers.LSTM(8)(steps)))
+
+
+def lstm_variable() -> keras.Model:
+    """An LSTM over sequences of any length: a loop LiteRT cannot unroll, so TensorFlow's
+    runtime serves it."""
+    keras.utils.set_random_seed(25)
+    steps = keras.Input((None, 4), name="steps")
+    return keras.Model(steps, keras.layers.Dense(1, name="forecast")(keras.layers.LSTM(8)(steps)))
+
+
+def mixed_precision() -> keras.Model:
+    """A mixed_float16 MLP with a float32 head, as Keras' mixed precision guide builds it."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(26)
+        features = keras.Input((8,), name="features")
+        hidden = keras.layers.Dense(16, activation="relu")(features)
+        head = keras.layers.Dense(1, dtype="float32", name="value")(hidden)
+        return keras.Model(features, head)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def slow_convolutions() -> keras.Model:
     """Eight numbers in, 40x40 feature maps through five convolutions: ~6 ms an instance
     here, so that a full batch of 1,000 outlasts a scaled-down GUNICORN_TIMEOUT."""
@@ -150,19 +211,31 @@ ZOO = {
     "token_classifier": token_classifier,
     "uint8_image": uint8_image,
     "tabular": tabular,
+    "sequence_model": sequence_model,
+    "text_classifier": text_classifier,
+    "cumulative": cumulative,
+    "lstm_fixed": lstm_fixed,
+    "lstm_variable": lstm_variable,
+    "mixed_precision": mixed_precision,
 }
 
 
 def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Instances by input name, like the ones the model is used on, in each input's dtype:
-    pixels 0..255, ids 0..19 (within every zoo vocabulary), else N(0, 3)."""
+    pixels 0..255, ids 0..19 (within every zoo vocabulary), else N(0, 3); a dimension the
+    model leaves open has 7."""
     from app.runtime.compiler import tensor_specs
 
     rng = np.random.default_rng(seed)
     inputs = {}
     for spec in tensor_specs(model)[0]:
-        shape = (rows, *spec.feature_shape)
+        shape = (rows, *(7 if n == -1 else n for n in spec.feature_shape))
         image = len(spec.feature_shape) == 3
+        if spec.dtype == "string":
+            words = np.array("the quick brown fox jumps hello world team".split())
+            phrases = [" ".join(rng.choice(words, 3)) for _ in range(int(np.prod(shape)))]
+            inputs[spec.name] = np.array(phrases, dtype=object).reshape(shape)
+            continue
         if spec.dtype.startswith(("int", "uint")):
             values = rng.integers(0, 256 if image else 20, shape)
         else:
@@ -172,7 +245,10 @@ def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndar
 
 
 def extreme(array: np.ndarray, value: float) -> np.ndarray:
-    """``array`` full of ``value``, or, for an integer input, of its dtype's nearest extreme."""
+    """``array`` full of ``value``, or, for an integer input, of its dtype's nearest extreme
+    (strings stay as they are)."""
+    if array.dtype == object:
+        return array
     if array.dtype.kind in "iu":
         info = np.iinfo(array.dtype)
         return np.full_like(array, info.max if value > 0 else info.min)
@@ -201,7 +277,7 @@ def request_for(api: str, name: str, inputs: dict[str, np.ndarray]) -> tuple[str
             {
                 "name": key,
                 "shape": list(array.shape),
-                "datatype": DATATYPES[array.dtype.name],
+                "datatype": "BYTES" if array.dtype == object else DATATYPES[array.dtype.name],
                 "data": array.ravel(),
             }
             for key, array in inputs.items()

@@ -10,7 +10,6 @@ import logging
 import sys
 from pathlib import Path
 
-from app.runtime import artifact
 from app.runtime.artifact import ArtifactError
 from app.runtime.compiler import compile_version
 
@@ -56,11 +55,16 @@ def main(argv: list[str]) -> int:
             print(f"cannot compile {version_dir}: {error}", file=sys.stderr)
             return 1
         ranges = {spec.name: list(spec.valid_range) for spec in compiled.inputs if spec.valid_range}
+        how = (
+            f"the TensorFlow runtime, as {compiled.why}"
+            if compiled.runtime == "tensorflow"
+            else f"LiteRT with {compiled.kernels} kernels"
+        )
         log.info(
-            "compiled %s (%s, %s kernels, sha256 %s)%s",
+            "compiled %s (%s for %s, sha256 %s)%s",
             version_dir,
-            artifact.FLATBUFFER_FILE,
-            compiled.kernels,
+            compiled.file,
+            how,
             compiled.sha256[:12],
             f"; inputs refused beyond {ranges}" if ranges else "",
         )

@@ -6,7 +6,6 @@ from flask.views import MethodView
 from app.api.parser import Blueprint
 from app.api.schemas import ModelInfoSchema
 from app.core.serving import current_runner, serving_state
-from app.runtime.artifact import FLATBUFFER_FILE
 
 blp = Blueprint("model", __name__, description="The served model.")
 
@@ -24,7 +23,7 @@ class ModelInfo(MethodView):
             "path": str(runner.version.path),
             "runtime": runner.runtime,
             "artifact": {
-                "file": FLATBUFFER_FILE,
+                "file": runner.compiled.file,
                 "sha256": runner.compiled.sha256,
                 "source": runner.bundle.artifact_source,
             },

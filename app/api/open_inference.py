@@ -4,7 +4,6 @@ Health, server and model metadata, model readiness and ``infer``, as the
 protocol specifies them; errors are ``{"error": "..."}`` with the HTTP status.
 """
 
-import numpy as np
 from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import abort
@@ -20,7 +19,14 @@ from app.api.schemas import (
     OipServerMetadataSchema,
     ProtocolErrorSchema,
 )
-from app.core.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
+from app.core.inference import (
+    InvalidInput,
+    check_requested_outputs,
+    infer,
+    json_ready,
+    output_bytes,
+    tensors_to_inputs,
+)
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
 from app.core.serving import serving_state
 from app.ops.json_provider import dumps
@@ -154,10 +160,10 @@ def infer_response(runner, body: dict, outputs: dict, wanted: list[str]):
         array = outputs[spec.name]
         tensor = {"name": spec.name, "datatype": DATATYPES[spec.dtype], "shape": list(array.shape)}
         if binary.get(spec.name, everything) is True:
-            chunks.append(np.ascontiguousarray(array, dtype=spec.kind.numpy).tobytes())
+            chunks.append(output_bytes(array, spec))
             tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
-            tensor["data"] = array.reshape(-1)
+            tensor["data"] = json_ready(array.reshape(-1), spec)
         tensors.append(tensor)
     response = {"model_name": runner.name, "model_version": str(runner.number)}
     if "id" in body:

@@ -17,7 +17,14 @@ from app.api.schemas import (
     TfsPredictResponseSchema,
     TfsStatusSchema,
 )
-from app.core.inference import InvalidInput, columns_to_inputs, infer, instances_to_inputs, rows_of
+from app.core.inference import (
+    InvalidInput,
+    columns_to_inputs,
+    infer,
+    instances_to_inputs,
+    json_ready,
+    rows_of,
+)
 from app.core.serving import served_runner, serving_state
 from app.ops.error_shape import cut
 from app.runtime.datatypes import TF_DTYPES
@@ -127,8 +134,13 @@ class Predict(MethodView):
         except InvalidInput as error:
             abort(error.protocol_status, message=error.message, errors=error.errors)
         if len(compiled.outputs) == 1:
-            return {"outputs": outputs[compiled.outputs[0].name]}
-        return {"outputs": {spec.name: outputs[spec.name] for spec in compiled.outputs}}
+            (spec,) = compiled.outputs
+            return {"outputs": json_ready(outputs[spec.name], spec)}
+        return {
+            "outputs": {
+                spec.name: json_ready(outputs[spec.name], spec) for spec in compiled.outputs
+            }
+        }
 
 
 @blp.route("/<segment:name>:<any(classify, regress):method>", endpoint="classify_regress")

@@ -7,6 +7,8 @@ the batch limit, the overflow check, the metrics and the prediction log live
 once, in this module.
 """
 
+import base64
+import binascii
 import math
 from itertools import chain
 
@@ -17,7 +19,7 @@ from app.config import limits as config_limits
 from app.core.serving import log_prediction
 from app.extensions import BATCH_SIZE
 from app.ops.error_shape import MAX_REPORTED_ERRORS, cut
-from app.runtime.artifact import SERVED_DTYPES, CompiledModel, TensorSpec, not_finite
+from app.runtime.artifact import CompiledModel, TensorSpec, not_finite
 from app.runtime.datatypes import DATATYPES, PROTOCOL_DTYPES, Kind, holds_exactly, kind
 from app.runtime.model import ModelRunner
 
@@ -61,6 +63,16 @@ def leaf(value, tensor_kind: Kind):
         return value if value_type is int and tensor_kind.low <= value <= tensor_kind.high else None
     if family == "bool":
         return value if value_type is bool else None
+    if value_type is str:
+        return value.encode("utf-8", "surrogatepass")
+    if value_type is bytes:  # gRPC's bytes_contents.
+        return value
+    if value_type is dict and value.keys() == {"b64"} and type(value["b64"]) is str:
+        # TensorFlow Serving's form for binary strings in JSON.
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except binascii.Error:
+            return None
     return None
 
 
@@ -129,6 +141,8 @@ def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.
     takes a bare value. Problems go into ``errors`` by row index (and under
     ``label``, the input's name, for instances keyed by input name).
     """
+    if spec.open:
+        return open_rows_to_array(rows, spec, errors, label)
     shape, scalar, tensor_kind = spec.feature_shape, is_scalar(spec), spec.kind
     if not scalar or tensor_kind.family != "float":
         array = typed_array(rows, tensor_kind, (len(rows), *shape))
@@ -162,8 +176,59 @@ def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.
                 break
     if errors:
         return None
+    return typed(values, tensor_kind, (len(rows), *shape))
+
+
+def typed(values: list, tensor_kind: Kind, shape) -> np.ndarray:
+    """Checked values (Python numbers, or bytes) as an array of the dtype and ``shape``."""
+    if tensor_kind.family == "bytes":
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+        return array.reshape(shape)
     dtype = np.float64 if tensor_kind.family == "float" else tensor_kind.numpy
-    return np.array(values, dtype=dtype).astype(tensor_kind.numpy).reshape(len(rows), *shape)
+    return np.array(values, dtype=dtype).astype(tensor_kind.numpy).reshape(shape)
+
+
+def open_rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None):
+    """Instances of an input with open dimensions: each row sets their sizes, and every row
+    of a batch must have the same (a batch is one tensor: TensorFlow Serving refuses a
+    ragged one too)."""
+    array = typed_array(rows, spec.kind)
+    if array is not None and array.ndim == 1 + len(spec.feature_shape):
+        if spec.fits(array.shape[1:]):
+            return array
+    shape = nested_shape(rows[0])
+    values = []
+    for index, row in enumerate(rows):
+        if not spec.fits(shape):
+            problem = (
+                f"Must have shape {list(spec.feature_shape)} (-1: any size); has {list(shape)}."
+            )
+        elif nested_shape(row) != shape:
+            problem = (
+                f"Must have the shape of the first instance, {list(shape)}: a batch is one "
+                "tensor (pad the instances to one size, or send them one by one)."
+            )
+        else:
+            problem = flatten(row, shape, values, spec.kind)
+        if problem:
+            errors[index] = {label: [problem]} if label else [problem]
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+    if errors:
+        return None
+    return typed(values, spec.kind, (len(rows), *shape))
+
+
+def nested_shape(value) -> tuple[int, ...]:
+    """The shape of a nested list, read along its first elements."""
+    shape = []
+    while type(value) is list:
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return tuple(shape)
 
 
 def instances_to_inputs(instances, compiled: CompiledModel) -> dict[str, np.ndarray]:
@@ -173,7 +238,8 @@ def instances_to_inputs(instances, compiled: CompiledModel) -> dict[str, np.ndar
     check_batch(len(instances), compiled)
     inputs = compiled.inputs
     errors = {}
-    if len(inputs) == 1 and not all(type(row) is dict for row in instances):
+    keyed = all(type(row) is dict and not is_b64(row, inputs) for row in instances)
+    if len(inputs) == 1 and not keyed:
         (spec,) = inputs
         array = rows_to_array(instances, spec, errors)
         if errors:
@@ -198,6 +264,16 @@ def instances_to_inputs(instances, compiled: CompiledModel) -> dict[str, np.ndar
     if errors:
         raise InvalidInput(422, "Some instances do not fit the model's inputs.", errors)
     return arrays
+
+
+def is_b64(value, inputs) -> bool:
+    """Whether ``value`` is TensorFlow Serving's ``{"b64": ...}`` string rather than an
+    instance keyed by input name (unless the model has an input called b64)."""
+    return (
+        type(value) is dict
+        and value.keys() == {"b64"}
+        and not any(spec.name == "b64" for spec in inputs)
+    )
 
 
 def _check_keys(rows: list[dict], names: set[str], errors: dict) -> None:
@@ -243,6 +319,16 @@ def check_batch(size: int, compiled: CompiledModel) -> None:
         raise InvalidInput(413, limits.batch_message(size, compiled))
 
 
+def check_elements(count: int) -> None:
+    """413 for more numbers than MAX_TENSOR_ELEMENTS: for inputs with open dimensions,
+    whose size only a request says."""
+    limit = current_app.config["MAX_TENSOR_ELEMENTS"]
+    if count > limit:
+        raise InvalidInput(
+            413, f"The request carries {count:,} numbers, over MAX_TENSOR_ELEMENTS={limit:,}."
+        )
+
+
 def check_ranges(inputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -> None:
     """422 for values beyond the range in which the runtime was found to agree with Keras."""
     for spec in specs:
@@ -264,6 +350,8 @@ def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
     """All outputs for validated inputs, or ``InvalidInput`` where an input is beyond its
     valid range or a float output overflows its dtype."""
     compiled = runner.compiled
+    if compiled.open:
+        check_elements(sum(array.size for array in inputs.values()))
     if compiled.ranged:
         check_ranges(inputs, compiled.inputs)
     try:
@@ -305,6 +393,56 @@ def all_finite(values: np.ndarray) -> bool:
     return not not_finite(values).any()
 
 
+def length_prefixed(name: str, data: memoryview, shape: list[int]) -> np.ndarray:
+    """BYTES as the binary tensor data extension writes them: each element a 4-byte
+    little-endian length, then its bytes; exactly ``shape``'s count of them."""
+    count, offset, values = math.prod(shape), 0, []
+    for _ in range(count):
+        if offset + 4 > len(data):
+            break
+        length = int.from_bytes(data[offset : offset + 4], "little")
+        if offset + 4 + length > len(data):
+            break
+        values.append(bytes(data[offset + 4 : offset + 4 + length]))
+        offset += 4 + length
+    if len(values) != count or offset != len(data):
+        raise InvalidInput(
+            400,
+            f"Input {name!r}: its BYTES length prefixes do not add up to {count} elements "
+            f"in {len(data)} bytes.",
+        )
+    return typed(values, kind("string"), shape)
+
+
+def prefixed_bytes(array: np.ndarray) -> bytes:
+    """A BYTES tensor in the binary tensor data extension's form."""
+    return b"".join(
+        len(value).to_bytes(4, "little") + value for value in array.reshape(-1).tolist()
+    )
+
+
+def output_bytes(array: np.ndarray, spec: TensorSpec) -> bytes:
+    """An output's raw bytes, as the binary extension and gRPC's raw contents carry them."""
+    if spec.kind.family == "bytes":
+        return prefixed_bytes(array)
+    return np.ascontiguousarray(array, spec.kind.numpy).tobytes()
+
+
+def json_ready(array: np.ndarray, spec: TensorSpec):
+    """An output as JSON writes it: the array (orjson writes numpy's numbers), or for
+    strings nested lists of text, a string that is not UTF-8 as ``{"b64": ...}``."""
+    if spec.kind.family != "bytes":
+        return array
+    return np.vectorize(text_or_b64, otypes=[object])(array).tolist()
+
+
+def text_or_b64(value: bytes):
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(value).decode()}
+
+
 def rows_of(outputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], squeeze=True) -> list:
     """Outputs as one prediction per instance (row format).
 
@@ -314,7 +452,8 @@ def rows_of(outputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...], squee
     """
 
     def column(spec):
-        return squeezed(outputs[spec.name], spec) if squeeze else outputs[spec.name]
+        array = squeezed(outputs[spec.name], spec) if squeeze else outputs[spec.name]
+        return json_ready(array, spec)
 
     if len(specs) == 1:
         return column(specs[0])
@@ -389,11 +528,7 @@ def tensors_to_inputs(
 
 def accepted_datatypes(spec: TensorSpec) -> list[str]:
     """The protocol's datatypes whose every value the input's dtype holds exactly."""
-    return [
-        datatype
-        for dtype, datatype in DATATYPES.items()
-        if dtype in SERVED_DTYPES and holds_exactly(dtype, spec.dtype)
-    ]
+    return [datatype for dtype, datatype in DATATYPES.items() if holds_exactly(dtype, spec.dtype)]
 
 
 def tensor_to_array(
@@ -411,11 +546,13 @@ def tensor_to_array(
         )
     source = kind(PROTOCOL_DTYPES[datatype])
     expected = [-1, *spec.feature_shape]
-    if len(shape) != len(expected) or shape[1:] != expected[1:] or shape[0] < 1:
+    if len(shape) != len(expected) or shape[0] < 1 or not spec.fits(shape[1:]):
         raise InvalidInput(
             400, f"Input {name!r} has shape {cut(shape)}; the model takes {expected}."
         )
     check_batch(shape[0], compiled)
+    if spec.open:
+        check_elements(math.prod(shape))
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if "data" in tensor:
@@ -430,6 +567,10 @@ def tensor_to_array(
 
 def binary_to_array(name, source: Kind, shape, size, reader: BinaryTensors) -> np.ndarray:
     """Raw little-endian values of the request's datatype ``source``, checked as JSON's are."""
+    if source.family == "bytes":
+        if type(size) is not int or size < 0:
+            raise InvalidInput(400, f"Input {name!r} has binary_data_size {cut(size)}.")
+        return length_prefixed(name, reader.take(name, size), shape)
     dtype = source.numpy
     needed = math.prod(shape) * dtype.itemsize
     datatype = DATATYPES[source.name]
@@ -457,13 +598,12 @@ def data_to_array(name, source: Kind, shape, data) -> np.ndarray:
         problem = flatten_any(data, values, source)
         if problem:
             raise InvalidInput(400, f"Input {name!r}: {problem}")
-        try:  # The values are right; is the nesting?
-            array = np.array(data, dtype=np.float64 if source.family == "float" else source.numpy)
-        except ValueError:
+        nesting = nested_shape(data) if type(data) is list else ()
+        if math.prod(nesting) != len(values):  # The values are right; the nesting is not.
             raise InvalidInput(
                 400, f"Input {name!r}: nested data is ragged; it must match shape {shape}."
-            ) from None
-        array = array.astype(source.numpy)
+            )
+        array = typed(values, source, nesting)
     flat = array.ndim <= 1 and array.size == math.prod(shape)
     if not flat and list(array.shape) != shape:
         raise InvalidInput(

@@ -9,9 +9,9 @@ from app.runtime.datatypes import DATATYPES
 
 SERVER_NAME = "model-server"
 SERVER_VERSION = "1.0.0"
-# The protocol's <project>_<format> for the served artifacts: LiteRT running a
-# TensorFlow Lite flatbuffer (as Triton says "tensorflow_savedmodel", "onnxruntime_onnx").
-PLATFORM = "litert_tflite"
+# The protocol's <project>_<format> for each runtime's artifact: LiteRT running a
+# TensorFlow Lite flatbuffer, TensorFlow a SavedModel (Triton's own name for it).
+PLATFORMS = {"litert": "litert_tflite", "tensorflow": "tensorflow_savedmodel"}
 # The binary tensor data extension: raw tensors after the JSON, both ways.
 EXTENSIONS = ["binary_tensor_data"]
 
@@ -34,7 +34,7 @@ def model_metadata(runner) -> dict:
     return {
         "name": runner.name,
         "versions": [str(runner.number)],
-        "platform": PLATFORM,
+        "platform": PLATFORMS[runner.runtime],
         "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
         "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],
     }

@@ -171,6 +171,10 @@ def log_prediction(runner: ModelRunner, inputs: dict, outputs: dict) -> None:
 
 def logged(array: np.ndarray):
     """The values as a list, or a summary when there are more than LOGGED_NUMBERS."""
+    if array.dtype == object:  # Strings: their text, cut as an error message cuts it.
+        return [
+            cut(value.decode("utf-8", "replace")) for value in array.reshape(-1)[:LOGGED_NUMBERS]
+        ]
     if array.size <= LOGGED_NUMBERS:
         return array.tolist()
     return {

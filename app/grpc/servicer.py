@@ -16,14 +16,19 @@ import time
 import uuid
 
 import grpc
-import numpy as np
 from flask import Flask, g
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from werkzeug.exceptions import HTTPException
 
 from app.core.auth import bearer_matches
-from app.core.inference import InvalidInput, check_requested_outputs, infer, tensors_to_inputs
+from app.core.inference import (
+    InvalidInput,
+    check_requested_outputs,
+    infer,
+    output_bytes,
+    tensors_to_inputs,
+)
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
 from app.core.serving import serving_state
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
@@ -56,6 +61,7 @@ CONTENTS_FIELDS = {
     "UINT64": "uint64_contents",
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 
 
@@ -242,8 +248,7 @@ class OpenInferenceServicer:
                 continue
             array = outputs[spec.name]
             response.outputs.add(name=spec.name, datatype=DATATYPES[spec.dtype], shape=array.shape)
-            raw = np.ascontiguousarray(array, spec.kind.numpy).tobytes()
-            response.raw_output_contents.append(raw)
+            response.raw_output_contents.append(output_bytes(array, spec))
         return response
 
 

@@ -1,9 +1,12 @@
-"""The compiled serving artifact: a LiteRT flatbuffer, its signature and golden outputs.
+"""The compiled serving artifact: a LiteRT flatbuffer (or a SavedModel), its signature and
+golden outputs.
 
 Training (or ``python -m training compile``) writes it beside the saved model;
-the server reads it without TensorFlow. Three files:
+the server reads it without TensorFlow, unless the version needs TensorFlow's
+runtime (app/runtime/tensorflow_runtime.py). Three files, or two and a folder:
 
-- ``model.tflite``: the flatbuffer;
+- ``model.tflite``: the flatbuffer; or ``compiled_savedmodel/``, for the TensorFlow
+  runtime, which a signature names with each of its files;
 - ``signature.json``: the input and output tensors (name, shape with -1 for
   the batch, dtype, and for an input the range of values in which the
   runtime was found to agree with Keras), the kernels to run, and each
@@ -21,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,7 +40,18 @@ GOLDEN_FILE = "golden.npz"
 FORMAT_VERSION = 2
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-# The dtypes a tensor may have (numpy's names); strings need a runtime LiteRT is not.
+# The runtimes a version may need: LiteRT by default, TensorFlow for the rest.
+RUNTIMES = ("litert", "tensorflow")
+# Not "saved_model": a team's own SavedModel, exported into a version, may be called that.
+SAVED_MODEL_DIR = "compiled_savedmodel"
+# Strings: only the TensorFlow runtime takes or gives them.
+STRING_DTYPE = "string"
+# Words the probes of a string input are made of: sentences a text model meets.
+PROBE_WORDS = (
+    "the quick brown fox jumps over a lazy dog while the model server answers every "
+    "request with what the trained model says and nothing else hello world data team"
+).split()
+# The dtypes a LiteRT tensor may have (numpy's names).
 SERVED_DTYPES = (
     "bool",
     "int8",
@@ -76,13 +91,20 @@ GOLDEN_RTOL = 1e-4
 GOLDEN_ATOL = 1e-5
 
 
+# A dimension the model leaves open beyond the batch (a sequence's length, an
+# image's size) takes this size where the server needs one: the probes of the
+# agreement check, the warm-up, and the per-instance sizes the limits start from.
+EXAMPLE_DIMENSION = 32
+
+
 class ArtifactError(Exception):
     """A compiled artifact is missing, corrupt or not servable."""
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named input or output: its shape (-1 for the batch) and dtype (numpy's name).
+    """One named input or output: its shape (-1 for the batch, and for any dimension the
+    model leaves open) and dtype (numpy's name).
 
     ``valid_range`` (inputs only) is the ``(min, max)`` of values for which
     the runtime agrees with Keras (or, for an integer input, that the model
@@ -105,9 +127,26 @@ class TensorSpec:
         return kind(self.dtype)
 
     @property
+    def open(self) -> bool:
+        """Whether the model leaves a dimension beyond the batch open."""
+        return -1 in self.feature_shape
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """The feature shape with each open dimension at EXAMPLE_DIMENSION."""
+        return tuple(EXAMPLE_DIMENSION if n == -1 else n for n in self.feature_shape)
+
+    def fits(self, feature_shape) -> bool:
+        """Whether an instance of ``feature_shape`` fits: open dimensions take any size."""
+        return len(feature_shape) == len(self.feature_shape) and all(
+            given == wanted or (wanted == -1 and given >= 1)
+            for given, wanted in zip(feature_shape, self.feature_shape, strict=True)
+        )
+
+    @property
     def size(self) -> int:
-        """Numbers in one instance."""
-        return int(np.prod(self.feature_shape, dtype=np.int64))
+        """Numbers in one instance (at the example size, for open dimensions)."""
+        return int(np.prod(self.example_shape, dtype=np.int64))
 
     def to_json(self) -> dict:
         data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -151,11 +190,14 @@ class Probes:
         arrays = {}
         for spec in specs:
             count = self.rows * spec.size
+            if spec.kind.family == "bytes":
+                arrays[spec.name] = probe_strings(bits, self.rows, spec)
+                continue
             raw = bits.random_raw((count + 7) // 8).view(np.uint8)[:count]
-            levels = raw.reshape(self.rows, *spec.feature_shape).astype(np.float32)
+            levels = raw.reshape(self.rows, *spec.example_shape).astype(np.float32)
             levels[: min(self.rows, 3)] = np.array([127.5, 0, 255], np.float32)[
                 : min(self.rows, 3)
-            ].reshape(-1, *[1] * len(spec.feature_shape))
+            ].reshape(-1, *[1] * len(spec.example_shape))
             low, high = self.lows[spec.name], self.highs[spec.name]
             if spec.dtype == "float32":  # In float32, as artifacts of float32 models always were.
                 values = low + (high - low) * (levels / np.float32(255))
@@ -166,11 +208,25 @@ class Probes:
         return arrays
 
 
+def probe_strings(bits, rows: int, spec: TensorSpec) -> np.ndarray:
+    """Probe strings: one to three of PROBE_WORDS each, from four raw bytes of the stream."""
+    count = rows * spec.size
+    raw = bits.random_raw(count // 2 + 1).view(np.uint8)[: count * 4].reshape(count, 4)
+    phrases = [
+        " ".join(PROBE_WORDS[word % len(PROBE_WORDS)] for word in draw[1 : 2 + draw[0] % 3])
+        for draw in raw.tolist()
+    ]
+    strings = np.array([phrase.encode() for phrase in phrases], dtype=object)
+    return strings.reshape(rows, *spec.example_shape)
+
+
 def in_dtype(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
     """Float64 probe values as the input's dtype: rounded and clipped for integers."""
     tensor_kind = spec.kind
     if tensor_kind.family == "bool":
         return values >= 0.5
+    if tensor_kind.family == "bytes":  # A string input's ladder and midpoint: one sentence.
+        return np.full(values.shape, " ".join(PROBE_WORDS[:4]).encode(), dtype=object)
     if tensor_kind.family == "int":
         # Clipped to floats within the range: 2^63 - 1, as a float, is 2^63.
         high = float(tensor_kind.high)
@@ -181,7 +237,12 @@ def in_dtype(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CompiledModel:
-    """Everything the server needs to serve a version without TensorFlow."""
+    """Everything the server needs to serve a version: its runtime's bytes and facts.
+
+    ``runtime`` is "litert" (``flatbuffer`` and ``kernels``) or "tensorflow"
+    (``saved_model``: its files' bytes by relative path, and ``why``: what kept
+    the version off LiteRT).
+    """
 
     flatbuffer: bytes
     inputs: tuple[TensorSpec, ...]
@@ -189,6 +250,9 @@ class CompiledModel:
     probes: Probes
     golden_outputs: dict[str, np.ndarray]
     kernels: str = "builtin"
+    runtime: str = "litert"
+    saved_model: dict[str, bytes] | None = None
+    why: str | None = None
     golden_inputs: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -204,12 +268,29 @@ class CompiledModel:
         return sum(spec.size for spec in self.outputs)
 
     @cached_property
+    def open(self) -> bool:
+        """Whether any input leaves a dimension beyond the batch open."""
+        return any(spec.open for spec in self.inputs)
+
+    @cached_property
     def ranged(self) -> bool:
         """Whether any input is refused beyond a valid range."""
         return any(spec.valid_range is not None for spec in self.inputs)
 
     @property
+    def file(self) -> str:
+        """What the runtime runs: the flatbuffer's file, or the SavedModel's folder."""
+        return f"{SAVED_MODEL_DIR}/" if self.runtime == "tensorflow" else FLATBUFFER_FILE
+
+    @property
     def sha256(self) -> str:
+        """The flatbuffer's SHA-256, or for a SavedModel that of its files' listing."""
+        if self.runtime == "tensorflow":
+            listing = "".join(
+                f"{name} {hashlib.sha256(data).hexdigest()}\n"
+                for name, data in sorted(self.saved_model.items())
+            )
+            return hashlib.sha256(listing.encode()).hexdigest()
         return hashlib.sha256(self.flatbuffer).hexdigest()
 
     def signature(self) -> dict:
@@ -230,22 +311,26 @@ class CompiledModel:
         self.__post_init__()
 
 
-def check_servable(inputs, outputs) -> None:
+def check_servable(inputs, outputs, runtime: str = "litert") -> None:
     """Refuse tensors the server cannot take or give exactly: numbers and booleans of the
-    dtypes the protocols name, with fixed feature shapes."""
+    dtypes the protocols name (and strings, on the TensorFlow runtime), each with a batch
+    dimension first."""
+    served = SERVED_DTYPES + ((STRING_DTYPE,) if runtime == "tensorflow" else ())
     for role, specs in (("input", inputs), ("output", outputs)):
         if not specs:
             raise ArtifactError(f"the model has no {role}s")
         for spec in specs:
-            if spec.dtype not in SERVED_DTYPES:
+            if spec.dtype == STRING_DTYPE and spec.dtype not in served:
+                raise ArtifactError(f"{role} {spec.name!r} is a string, which LiteRT does not take")
+            if spec.dtype not in served:
                 raise ArtifactError(
-                    f"{role} {spec.name!r} is {spec.dtype}; LiteRT serves tensors of "
-                    f"{', '.join(SERVED_DTYPES)}"
+                    f"{role} {spec.name!r} is {spec.dtype}; tensors of "
+                    f"{', '.join(served)} are served"
                 )
-            if len(spec.shape) < 1 or spec.shape[0] != -1 or any(n < 1 for n in spec.shape[1:]):
+            if len(spec.shape) < 1 or spec.shape[0] != -1 or 0 in spec.shape[1:]:
                 raise ArtifactError(
                     f"{role} {spec.name!r} has shape {list(spec.shape)}; expected a batch "
-                    "dimension (-1) followed by fixed feature dimensions"
+                    "dimension (-1) followed by feature dimensions"
                 )
     names = [spec.name for spec in (*inputs, *outputs)]
     if len(set(names)) != len(names):
@@ -253,20 +338,33 @@ def check_servable(inputs, outputs) -> None:
 
 
 def write(directory: Path, compiled: CompiledModel, source: dict) -> None:
-    """Write the three files into ``directory``, each atomically, the signature last."""
+    """Write the artifact into ``directory``, each file atomically, the signature last."""
     golden = _golden_bytes(compiled)
-    signature = {
-        "format": FORMAT_VERSION,
-        "runtime": "litert",
-        "kernels": compiled.kernels,
-        "flatbuffer": _file_facts(FLATBUFFER_FILE, compiled.flatbuffer),
-        "golden": _file_facts(GOLDEN_FILE, golden),
-        "source": source,
-        **compiled.signature(),
-    }
-    _write_atomically(directory / FLATBUFFER_FILE, compiled.flatbuffer)
+    signature = {"format": FORMAT_VERSION, "runtime": compiled.runtime}
+    if compiled.runtime == "tensorflow":
+        files = sorted(compiled.saved_model.items())
+        signature["saved_model"] = [_file_facts(name, data) for name, data in files]
+        signature["why"] = compiled.why
+        _write_folder_atomically(directory / SAVED_MODEL_DIR, compiled.saved_model)
+        (directory / FLATBUFFER_FILE).unlink(missing_ok=True)  # A LiteRT compile before.
+    else:
+        signature["kernels"] = compiled.kernels
+        signature["flatbuffer"] = _file_facts(FLATBUFFER_FILE, compiled.flatbuffer)
+        _write_atomically(directory / FLATBUFFER_FILE, compiled.flatbuffer)
+    signature.update(golden=_file_facts(GOLDEN_FILE, golden), source=source)
+    signature.update(compiled.signature())
     _write_atomically(directory / GOLDEN_FILE, golden)
     _write_atomically(directory / SIGNATURE_FILE, (json.dumps(signature, indent=1) + "\n").encode())
+
+
+def _write_folder_atomically(path: Path, files: dict[str, bytes]) -> None:
+    staging = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(staging, path)
 
 
 def _golden_bytes(compiled: CompiledModel) -> bytes:
@@ -276,7 +374,9 @@ def _golden_bytes(compiled: CompiledModel) -> bytes:
         arrays[f"input{index}_low"] = probes.lows[spec.name]
         arrays[f"input{index}_high"] = probes.highs[spec.name]
     for index, spec in enumerate(compiled.outputs):
-        arrays[f"output{index}"] = compiled.golden_outputs[spec.name]
+        golden = compiled.golden_outputs[spec.name]
+        # Strings as fixed-width bytes: an object array would need pickle.
+        arrays[f"output{index}"] = golden.astype(bytes) if golden.dtype == object else golden
     buffer = io.BytesIO()
     np.savez_compressed(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
@@ -357,36 +457,72 @@ def read(directory: Path, max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> Com
             )
         inputs = tuple(TensorSpec.from_json(spec) for spec in signature["inputs"])
         outputs = tuple(TensorSpec.from_json(spec) for spec in signature["outputs"])
-        kernels = signature["kernels"]
+        runtime = signature.get("runtime", "litert")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}")
+        kernels = signature.get("kernels", "builtin")
         if kernels not in KERNELS:
             raise ValueError(f"kernels {kernels!r}")
-        files = {key: signature[key] for key in ("flatbuffer", "golden")}
-        sizes = {key: int(facts["bytes"]) for key, facts in files.items()}
-        checksums = {key: str(facts["sha256"]) for key, facts in files.items()}
+        golden_facts = _facts(signature["golden"])
+        if runtime == "litert":
+            listed = [_facts(signature["flatbuffer"])]
+        else:
+            listed = [_facts(facts, folder=SAVED_MODEL_DIR) for facts in signature["saved_model"]]
     except ArtifactError:
         raise
     except (KeyError, TypeError, ValueError) as error:
         problem = f"{type(error).__name__}: {error}"
         raise ArtifactError(f"{SIGNATURE_FILE} is malformed ({problem})") from None
-    check_servable(inputs, outputs)
-    flatbuffer = _verified(
-        directory / FLATBUFFER_FILE,
-        max_model_bytes,
-        sizes["flatbuffer"],
-        checksums,
-        "MAX_MODEL_BYTES",
+    check_servable(inputs, outputs, runtime)
+    found = sum(
+        checked_size(directory / name, max_model_bytes, "MAX_MODEL_BYTES") for name, *_ in listed
     )
-    golden = _verified(directory / GOLDEN_FILE, MAX_GOLDEN_BYTES, sizes["golden"], checksums)
+    if found > max_model_bytes:  # A SavedModel's files, together.
+        raise ArtifactError(
+            f"the model's files are {found:,} bytes, over the MAX_MODEL_BYTES limit of "
+            f"{max_model_bytes:,}"
+        )
+    contents = {
+        name: _verified(directory / name, max_model_bytes, size, sha256, "MAX_MODEL_BYTES")
+        for name, size, sha256 in listed
+    }
+    golden = _verified(directory / GOLDEN_FILE, MAX_GOLDEN_BYTES, *golden_facts[1:])
     probes, golden_outputs = _read_golden(golden, inputs, outputs)
+    if runtime == "tensorflow":
+        saved_model = {
+            name.removeprefix(f"{SAVED_MODEL_DIR}/"): data for name, data in contents.items()
+        }
+        return CompiledModel(
+            b"",
+            inputs,
+            outputs,
+            probes,
+            golden_outputs,
+            kernels,
+            runtime,
+            saved_model,
+            signature.get("why"),
+        )
+    flatbuffer = contents[FLATBUFFER_FILE]
     return CompiledModel(flatbuffer, inputs, outputs, probes, golden_outputs, kernels)
 
 
-def _verified(path: Path, limit: int, size: int, checksums: dict, setting="size") -> bytes:
+def _facts(facts: dict, folder: str | None = None) -> tuple[str, int, str]:
+    """A listed file's path in the version (within ``folder``), size and SHA-256."""
+    name = str(facts["file"])
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        raise ValueError(f"file {name!r}")
+    if folder is not None:
+        name = f"{folder}/{name}"
+    return name, int(facts["bytes"]), str(facts["sha256"])
+
+
+def _verified(path: Path, limit: int, size: int, sha256: str, setting="size") -> bytes:
     data = read_bounded(path, limit, size, setting)
-    key = "flatbuffer" if path.name == FLATBUFFER_FILE else "golden"
     actual = hashlib.sha256(data).hexdigest()
-    if actual != checksums[key]:
-        raise ArtifactError(f"{path.name} has SHA-256 {actual}, signature says {checksums[key]}")
+    if actual != sha256:
+        raise ArtifactError(f"{path.name} has SHA-256 {actual}, signature says {sha256}")
     return data
 
 
@@ -401,10 +537,10 @@ def _read_golden(data: bytes, inputs, outputs) -> tuple[Probes, dict[str, np.nda
         raise ArtifactError(f"{GOLDEN_FILE} is malformed ({error})") from None
     for spec in inputs:
         for bound in (lows[spec.name], highs[spec.name]):
-            if bound.shape not in ((), spec.feature_shape):
+            if bound.shape not in ((), spec.example_shape):
                 raise ArtifactError(f"{GOLDEN_FILE}: bounds of {spec.name!r} have {bound.shape}")
     for spec in outputs:
-        if golden[spec.name].shape != (rows, *spec.feature_shape):
+        if len(golden[spec.name]) != rows or not spec.fits(golden[spec.name].shape[1:]):
             raise ArtifactError(
                 f"{GOLDEN_FILE}: outputs of {spec.name!r} have shape {golden[spec.name].shape}"
             )
@@ -419,6 +555,8 @@ def _bound(array: np.ndarray) -> np.ndarray:
 
 
 def _typed(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if spec.kind.family == "bytes" and array.dtype.kind == "S":
+        return array.astype(object)
     if array.dtype != spec.kind.numpy:
         raise ValueError(f"output {spec.name!r} is {spec.dtype}, its golden values {array.dtype}")
     return array
@@ -466,7 +604,10 @@ def golden_mismatch(expected: np.ndarray, actual: np.ndarray) -> str | None:
     if not wrong.any():
         return None
     row = int(np.flatnonzero(wrong)[0])
-    column = int(np.argmax(np.abs(actual[row] - expected[row]).reshape(-1)))
+    if expected.dtype.kind == "f":
+        column = int(np.argmax(np.abs(actual[row] - expected[row]).reshape(-1)))
+    else:
+        column = int(np.flatnonzero((actual[row] != expected[row]).reshape(-1))[0])
     index = [row, *np.unravel_index(column, expected.shape[1:])] if expected.ndim > 1 else [row]
     index = tuple(int(i) for i in index)
     return f"at {list(index)} gave {actual[index]!r}, the reference gave {expected[index]!r}"

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import re
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from app.runtime import artifact
 from app.runtime.artifact import FLOAT32_MAX, ArtifactError, CompiledModel, Probes, TensorSpec
-from app.runtime.litert import LiteRTRuntime
+from app.runtime.litert import LiteRTRuntime, native_stderr_logged
 from app.runtime.store import StoreError, find_model_file
 
 log = logging.getLogger("training")
@@ -125,7 +126,11 @@ def reference(model: keras.Model, feed: list[np.ndarray]) -> list[np.ndarray]:
 def convert(model: keras.Model, inputs) -> bytes:
     """Trace the model with a batch-polymorphic signature, freeze it, convert it to LiteRT."""
     specs = [
-        tf.TensorSpec([None, *spec.feature_shape], tf.as_dtype(spec.dtype), name=f"in{i}")
+        tf.TensorSpec(
+            [None, *(None if n == -1 else n for n in spec.feature_shape)],
+            tf.as_dtype(spec.dtype),
+            name=f"in{i}",
+        )
         for i, spec in enumerate(inputs)
     ]
     struct = _structure(model, "inputs")
@@ -148,7 +153,7 @@ def input_domain(spec: TensorSpec, profile: dict | None) -> tuple[np.ndarray, np
     default, within the dtype (float32 bounds for a float32 input, float64 for others)."""
     tensor_kind = spec.kind
     bound_type = np.float32 if spec.dtype == "float32" else np.float64
-    if tensor_kind.family == "bool":
+    if tensor_kind.family in ("bool", "bytes"):  # Strings are drawn from words, not bounds.
         return np.float64(0), np.float64(1)
     features = _profile_features(spec, profile or {})
     if features is None:
@@ -163,7 +168,7 @@ def input_domain(spec: TensorSpec, profile: dict | None) -> tuple[np.ndarray, np
     margin = np.where(span > 0, span * DOMAIN_MARGIN, np.maximum(np.abs(highs), 1) * DOMAIN_MARGIN)
     lows = np.clip(lows - margin, tensor_kind.low, tensor_kind.high).astype(bound_type)
     highs = np.clip(highs + margin, tensor_kind.low, tensor_kind.high).astype(bound_type)
-    shape = spec.feature_shape if spec.size > 1 else ()
+    shape = spec.example_shape if spec.size > 1 else ()
     return lows.reshape(shape), highs.reshape(shape)
 
 
@@ -178,7 +183,7 @@ def accepted_range(model, inputs, index: int, domains: dict) -> tuple[int, int] 
 
     def takes(value: int) -> bool:
         feed = middle_feed(inputs, domains, 1)
-        feed[index] = np.full((1, *spec.feature_shape), value, dtype=spec.kind.numpy)
+        feed[index] = np.full((1, *spec.example_shape), value, dtype=spec.kind.numpy)
         try:
             reference(model, feed)
         except Exception:  # noqa: BLE001 - TensorFlow refuses with many types.
@@ -212,14 +217,16 @@ def middle_feed(inputs, domains: dict, rows: int) -> list[np.ndarray]:
     feed = []
     for spec in inputs:
         low, high = domains[spec.name]
-        middle = np.broadcast_to(np.asarray(low / 2 + high / 2, np.float64), spec.feature_shape)
-        values = np.broadcast_to(middle, (rows, *spec.feature_shape))
+        middle = np.broadcast_to(np.asarray(low / 2 + high / 2, np.float64), spec.example_shape)
+        values = np.broadcast_to(middle, (rows, *spec.example_shape))
         feed.append(artifact.in_dtype(np.array(values), spec))
     return feed
 
 
 def _profile_features(spec: TensorSpec, profile: dict) -> list[dict] | None:
     """The profile's entries for every feature of ``spec`` (training/profile.py names), or None."""
+    if spec.open:  # Training profiles are per feature, of fixed-shape inputs only.
+        return None
     names = [spec.name] if spec.size == 1 else [f"{spec.name}[{i}]" for i in range(spec.size)]
     features = [profile.get(name) for name in names]
     usable = all(
@@ -277,9 +284,9 @@ def valid_range(model, runtime, inputs, index: int, domains: dict) -> tuple[floa
     per_step = 2 if spec.size > 10_000 else 4
     rows = []
     for magnitude in steps:
-        signs = rng.choice(np.array([-1.0, 1.0]), (per_step - 1, *spec.feature_shape))
-        uniform = rng.uniform(0, 1, (per_step - 1, *spec.feature_shape)) ** 0.25
-        rows.append(np.full((1, *spec.feature_shape), magnitude))
+        signs = rng.choice(np.array([-1.0, 1.0]), (per_step - 1, *spec.example_shape))
+        uniform = rng.uniform(0, 1, (per_step - 1, *spec.example_shape)) ** 0.25
+        rows.append(np.full((1, *spec.example_shape), magnitude))
         rows.append(magnitude * signs * uniform)
     if not steps:
         return None
@@ -330,9 +337,16 @@ def symmetric(magnitude: float, tensor_kind) -> tuple:
 
 
 def compile_model(model: keras.Model, profile: dict | None = None) -> CompiledModel:
-    """The serving artifact for a Keras model, or ``ArtifactError`` saying why not in one line."""
+    """The serving artifact for a Keras model, or ``ArtifactError`` saying why not in one line.
+
+    LiteRT when it converts the model and reproduces Keras in its domain; else
+    the TensorFlow runtime (a SavedModel), with the reason LiteRT was not used.
+    """
     try:
-        return _compile(model, profile)
+        try:
+            return compile_litert(model, profile)
+        except LiteRTRefused as refusal:
+            return compile_tensorflow(model, profile, str(refusal))
     except ArtifactError:
         raise
     except Exception as error:  # Keras and the converter raise many types; any means "no".
@@ -341,15 +355,13 @@ def compile_model(model: keras.Model, profile: dict | None = None) -> CompiledMo
         raise ArtifactError(f"cannot compile the model ({problem})") from None
 
 
-def _compile(model: keras.Model, profile: dict | None) -> CompiledModel:
-    inputs, outputs = tensor_specs(model)
-    artifact.check_servable(inputs, outputs)
-    try:
-        flatbuffer = convert(model, inputs)
-    except Exception as error:  # The converter raises many types; any means "no".
-        raise ArtifactError(
-            f"LiteRT cannot convert the model ({converter_problem(error)})"
-        ) from None
+class LiteRTRefused(ArtifactError):
+    """LiteRT cannot serve the model as Keras computes it; TensorFlow's runtime may."""
+
+
+def probes_and_reference(model, inputs, outputs, profile):
+    """Each input's domain, the integer ranges the model takes, the probes drawn from the
+    domains, and Keras' outputs for them (the golden outputs)."""
     domains = {spec.name: input_domain(spec, profile) for spec in inputs}
     accepted = {
         spec.name: found
@@ -364,10 +376,33 @@ def _compile(model: keras.Model, profile: dict | None) -> CompiledModel:
     )
     feed_by_name = probes.inputs(inputs)
     feed = [feed_by_name[spec.name] for spec in inputs]
-    expected = reference(model, feed)
+    return domains, accepted, probes, feed, reference(model, feed)
+
+
+def compile_litert(model: keras.Model, profile: dict | None) -> CompiledModel:
+    inputs, outputs = tensor_specs(model)
+    artifact.check_servable(inputs, outputs, "tensorflow")
+    try:
+        artifact.check_servable(inputs, outputs)
+    except ArtifactError as error:  # A string tensor.
+        raise LiteRTRefused(str(error)) from None
+    try:
+        flatbuffer = convert_quietly(model, inputs)
+    except Exception as error:  # The converter raises many types; any means "no".
+        unrolled = unrolled_clone(model)
+        try:
+            if unrolled is None:
+                raise
+            flatbuffer = convert_quietly(unrolled, inputs)
+        except Exception:  # noqa: BLE001 - the first error says why.
+            problem = converter_problem(error)
+            raise LiteRTRefused(f"LiteRT cannot convert the model ({problem})") from None
+    domains, accepted, probes, feed, expected = probes_and_reference(
+        model, inputs, outputs, profile
+    )
     kernels, problem = choose_kernels(flatbuffer, inputs, outputs, feed, expected)
     if problem:
-        raise ArtifactError(f"LiteRT does not reproduce Keras within the input domain: {problem}")
+        raise LiteRTRefused(f"LiteRT does not reproduce Keras within the input domain: {problem}")
     runtime = LiteRTRuntime(flatbuffer, len(inputs), len(outputs), kernels)
     ranged = tuple(
         TensorSpec(
@@ -378,20 +413,107 @@ def _compile(model: keras.Model, profile: dict | None) -> CompiledModel:
         )
         for i, spec in enumerate(inputs)
     )
-    golden = {
+    return CompiledModel(flatbuffer, ranged, outputs, probes, golden(outputs, expected), kernels)
+
+
+def compile_tensorflow(model: keras.Model, profile: dict | None, why: str) -> CompiledModel:
+    """The model as a SavedModel for the TensorFlow runtime, which must reproduce Keras on
+    the probes as LiteRT would have had to. ``why``: what kept it off LiteRT."""
+    from app.runtime.tensorflow_runtime import TensorFlowRuntime
+
+    inputs, outputs = tensor_specs(model)
+    files = export_saved_model(model, inputs)
+    _, accepted, probes, feed, expected = probes_and_reference(model, inputs, outputs, profile)
+    runtime = TensorFlowRuntime(files, len(inputs), len(outputs))
+    for spec, want, got in zip(outputs, expected, runtime(feed), strict=True):
+        mismatch = artifact.golden_mismatch(want, got)
+        if mismatch:
+            raise ArtifactError(
+                f"the SavedModel does not reproduce Keras: {spec.name!r} {mismatch}"
+            )
+    ranged = tuple(
+        TensorSpec(spec.name, spec.shape, spec.dtype, accepted.get(spec.name)) for spec in inputs
+    )
+    return CompiledModel(
+        b"", ranged, outputs, probes, golden(outputs, expected), "builtin", "tensorflow", files, why
+    )
+
+
+def export_saved_model(model: keras.Model, inputs) -> dict[str, bytes]:
+    """The model as a SavedModel with one ``serve`` endpoint, in0.. in, out0.. out: its files'
+    bytes by relative path."""
+    specs = [
+        tf.TensorSpec(
+            [None, *(None if n == -1 else n for n in spec.feature_shape)],
+            tf.as_dtype(spec.dtype),
+            name=f"in{i}",
+        )
+        for i, spec in enumerate(inputs)
+    ]
+    struct = _structure(model, "inputs")
+
+    def serve(*tensors):
+        outputs = model(keras.tree.pack_sequence_as(struct, list(tensors)), training=False)
+        return {f"out{i}": output for i, output in enumerate(keras.tree.flatten(outputs))}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=serve, input_signature=specs)
+    with tempfile.TemporaryDirectory() as directory, quiet_logger("absl"):
+        archive.write_out(directory, verbose=False)
+        root = Path(directory)
+        return {
+            path.relative_to(root).as_posix(): path.read_bytes()
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+
+
+def golden(outputs, expected) -> dict[str, np.ndarray]:
+    return {
         spec.name: output.astype(spec.kind.numpy)
         for spec, output in zip(outputs, expected, strict=True)
     }
-    return CompiledModel(flatbuffer, ranged, outputs, probes, golden, kernels)
+
+
+def convert_quietly(model: keras.Model, inputs) -> bytes:
+    """``convert``, with the converter's MLIR diagnostics (printed on stderr) logged at debug."""
+    with native_stderr_logged():
+        return convert(model, inputs)
+
+
+def unrolled_clone(model: keras.Model) -> keras.Model | None:
+    """The model with its recurrent layers unrolled, which LiteRT's builtins can run
+    (a loop over a fixed number of steps, not TensorFlow's tensor lists); None when it
+    has none, or a sequence length it leaves open."""
+    recurrent = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.RNN)]
+    if not recurrent:
+        return None
+
+    def unrolled(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.RNN):
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    try:
+        clone = keras.models.clone_model(model, clone_function=unrolled)
+    except (ValueError, TypeError):  # An open length cannot unroll; a subclassed model.
+        return None
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def converter_problem(error: Exception) -> str:
-    """The converter's error in one line: the TensorFlow ops LiteRT's builtins lack, when
-    that is the cause, else its first line."""
+    """The converter's error in one line: the TensorFlow ops LiteRT's builtins lack, or the
+    op it stopped at, when that is the cause; else its first line."""
     text = str(error)
     missing = re.search(r"TF Select ops: ([^\n]+)", text)
     if missing:
         return f"LiteRT's builtin ops lack the TensorFlow ops {missing.group(1).strip()}"
+    stopped = re.search(r"'tf\.(\w+)' op ([^\n]+)", text)
+    if stopped:
+        return f"TensorFlow's {stopped.group(1)} op {stopped.group(2).strip()}"[:300]
     return (text.strip().splitlines() or [""])[0][:300]
 
 

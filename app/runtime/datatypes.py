@@ -74,7 +74,7 @@ class Kind:
             return f"an integer from {self.low} to {self.high}"
         if self.family == "float":
             return f"a finite number within {self.name} range"
-        return "true or false" if self.family == "bool" else "a string"
+        return "true or false" if self.family == "bool" else 'a string (or {"b64": base64})'
 
 
 def kind(dtype: str) -> Kind:

@@ -51,6 +51,8 @@ def profiled_features(metadata: dict, inputs) -> list[tuple[str, int, str, tuple
         raise ProfileError("input_profile in metadata.json is not an object")
     features = []
     for spec in inputs:
+        if spec.open:  # Profiles are per feature, of fixed-shape inputs only.
+            continue
         for index in range(spec.size):
             name = spec.name if spec.size == 1 else f"{spec.name}[{index}]"
             if name in profile:

@@ -40,17 +40,19 @@ class LiteRTRuntime:
         (signature,) = self._interpreter._get_full_signature_list().values()
         self._inputs = [signature["inputs"][f"in{i}"] for i in range(inputs)]
         self._outputs = [signature["outputs"][f"output_{i}"] for i in range(outputs)]
-        self._batch = None
+        self._shapes = None
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """One output array per output tensor for float32 input arrays of one batch size."""
+        """One output array per output tensor, for input arrays of the signature's dtypes and
+        one batch size; the tensors are resized when a shape changes (the batch, or a
+        dimension the model leaves open)."""
         interpreter = self._interpreter
-        batch = len(inputs[0])
-        if batch != self._batch:
-            for index, array in zip(self._inputs, inputs, strict=True):
-                interpreter.resize_tensor_input(index, array.shape)
+        shapes = tuple(array.shape for array in inputs)
+        if shapes != self._shapes:
+            for index, shape in zip(self._inputs, shapes, strict=True):
+                interpreter.resize_tensor_input(index, shape)
             interpreter.allocate_tensors()
-            self._batch = batch
+            self._shapes = shapes
         for index, array in zip(self._inputs, inputs, strict=True):
             interpreter.set_tensor(index, array)
         interpreter.invoke()

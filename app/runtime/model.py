@@ -3,12 +3,16 @@
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 
 import numpy as np
 
 from app.runtime.artifact import CompiledModel, golden_mismatch
 from app.runtime.litert import LiteRTRuntime
 from app.runtime.store import ModelVersion
+
+# The install that brings TensorFlow's runtime to the server (app/runtime/tensorflow_runtime.py).
+EXTRA = "pip install 'model-server[tensorflow]' (the image: --build-arg SERVE_EXTRAS=tensorflow)"
 
 # An inference expected to take longer than this runs off the worker's event loop
 # (when the worker offers a thread): shorter ones cost less than the hand-over.
@@ -46,6 +50,25 @@ class ModelBundle:
     registry: dict | None = None
 
 
+def runtime_for(compiled: CompiledModel, threads: int):
+    """The runtime the version was compiled for, built from its bytes.
+
+    LiteRT comes with the server; TensorFlow only with its extra, and a
+    version that needs it is refused in one line naming the install.
+    """
+    if compiled.runtime == "tensorflow":
+        if find_spec("tensorflow") is None:
+            raise ModelLoadError(f"it needs the TensorFlow runtime ({compiled.why}): {EXTRA}")
+        from app.runtime.tensorflow_runtime import TensorFlowRuntime
+
+        return TensorFlowRuntime(
+            compiled.saved_model, len(compiled.inputs), len(compiled.outputs), threads
+        )
+    return LiteRTRuntime(
+        compiled.flatbuffer, len(compiled.inputs), len(compiled.outputs), compiled.kernels, threads
+    )
+
+
 class ModelRunner:
     """A servable version in this process: ``run(arrays) -> arrays`` plus its facts."""
 
@@ -53,14 +76,8 @@ class ModelRunner:
         self.bundle = bundle
         self.version = bundle.version
         self.metadata = bundle.metadata
-        compiled = self.compiled = bundle.compiled
-        self._runtime = LiteRTRuntime(
-            compiled.flatbuffer,
-            len(compiled.inputs),
-            len(compiled.outputs),
-            compiled.kernels,
-            threads,
-        )
+        self.compiled = bundle.compiled
+        self._runtime = runtime_for(bundle.compiled, threads)
         # Neither the interpreter nor its tensors may be used by two requests at
         # once; the gevent worker swaps in its turns (app/ops/worker.py).
         self.turns = threading.Lock()
@@ -82,9 +99,13 @@ class ModelRunner:
         """
         try:
             runner = cls(bundle, threads)
-        except Exception as error:  # The interpreter raises ValueError and RuntimeError.
+        except ModelLoadError:
+            raise
+        except Exception as error:  # The runtimes raise ValueError, RuntimeError, more.
+            runtime = "TensorFlow" if bundle.compiled.runtime == "tensorflow" else "LiteRT"
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
             raise ModelLoadError(
-                f"{bundle.version.path}: LiteRT cannot load it ({error})"
+                f"{bundle.version.path}: {runtime} cannot load it ({first_line})"
             ) from error
         if full_check:
             runner.check_golden(batched=True)

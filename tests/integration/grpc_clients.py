@@ -107,16 +107,30 @@ def kserve_multi(target: str, raw: bool, inputs: dict) -> dict:
     return asyncio.run(call())
 
 
+def typed_array(given: dict) -> np.ndarray:
+    """``{"data": nested list, "dtype": numpy's name or "bytes"}`` as an array (strings as
+    bytes objects, BYTES' numpy form)."""
+    if given["dtype"] == "bytes":
+        return np.vectorize(str.encode, otypes=[object])(np.array(given["data"], dtype=object))
+    return np.array(given["data"], given["dtype"])
+
+
+def as_json(array: np.ndarray):
+    if array.dtype == object:
+        return np.vectorize(bytes.decode, otypes=[object])(array).tolist()
+    return array.tolist()
+
+
 def triton_typed(target: str, model: str, inputs: dict) -> dict:
     """One inference with tritonclient.grpc's defaults (raw tensors), any datatypes:
-    ``inputs`` maps names to ``{"data": nested list, "dtype": numpy's name}``."""
+    ``inputs`` maps names to ``typed_array``'s form."""
     import tritonclient.grpc as triton
     from tritonclient.utils import np_to_triton_dtype
 
     client = triton.InferenceServerClient(target)
     tensors = []
     for name, given in inputs.items():
-        array = np.array(given["data"], given["dtype"])
+        array = typed_array(given)
         tensor = triton.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
@@ -125,7 +139,7 @@ def triton_typed(target: str, model: str, inputs: dict) -> dict:
     return {
         output["name"]: {
             "datatype": output["datatype"],
-            "data": result.as_numpy(output["name"]).tolist(),
+            "data": as_json(result.as_numpy(output["name"])),
         }
         for output in outputs
     }
@@ -141,7 +155,7 @@ def kserve_typed(target: str, model: str, inputs: dict, raw: bool) -> dict:
         try:
             tensors = []
             for name, given in inputs.items():
-                array = np.array(given["data"], given["dtype"])
+                array = typed_array(given)
                 tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
                 tensor.set_data_from_numpy(array, binary_data=raw)
                 tensors.append(tensor)
@@ -149,7 +163,7 @@ def kserve_typed(target: str, model: str, inputs: dict, raw: bool) -> dict:
         finally:
             await client.close()
         return {
-            output.name: {"datatype": output.datatype, "data": output.as_numpy().tolist()}
+            output.name: {"datatype": output.datatype, "data": as_json(output.as_numpy())}
             for output in result.outputs
         }
 

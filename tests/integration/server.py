@@ -80,7 +80,7 @@ class GunicornServer:
             try:
                 if requests.get(f"{self.url}/health/ready", timeout=1).status_code == 200:
                     return time.monotonic() - self.started
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # Workers still starting.
                 pass
             time.sleep(0.05)
         raise ServerError(f"gunicorn not ready after {timeout} s:\n{self.output()}")

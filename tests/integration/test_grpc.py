@@ -304,3 +304,37 @@ def test_a_code_past_the_embedding_or_of_another_type_is_invalid_argument(typed_
     with pytest.raises(grpc.RpcError) as refused:
         infer(typed_server, request)
     assert "has datatype FP64; the model takes INT64" in refused.value.details()
+
+
+@pytest.fixture(scope="module")
+def text_server(zoo, tmp_path_factory):
+    """A two-worker Gunicorn serving the zoo's text classifier on the TensorFlow runtime."""
+    from tests.integration.conftest import start
+
+    server = start(zoo["text_classifier"].model_dir, tmp_path_factory)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    "name, arguments",
+    [("triton_typed", {}), ("kserve_typed", {"raw": True}), ("kserve_typed", {"raw": False})],
+    ids=["tritonclient-raw", "kserve-raw", "kserve-bytes-contents"],
+)
+def test_strings_reach_a_model_on_the_tensorflow_runtime(text_server, zoo, name, arguments):
+    texts = [["the quick brown fox"], ["hello world"], ["jumps over a lazy dog"]]
+    inputs = {"text": {"data": texts, "dtype": "bytes"}}
+    answer = client(
+        name, target=text_server.grpc_target, model="text_classifier", inputs=inputs, **arguments
+    )
+    expected = keras_outputs(zoo["text_classifier"].keras, {"text": np.array(texts, dtype=object)})
+    np.testing.assert_allclose(
+        answer["sentiment"]["data"], expected["sentiment"], rtol=RTOL, atol=ATOL
+    )
+    metadata = oip_call(
+        text_server.grpc_target,
+        "ModelMetadata",
+        pb.ModelMetadataRequest(name="text_classifier"),
+        pb.ModelMetadataResponse,
+    )
+    assert metadata.platform == "tensorflow_savedmodel" and metadata.inputs[0].datatype == "BYTES"

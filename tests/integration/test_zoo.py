@@ -89,8 +89,9 @@ def test_mobilenet_workers_stay_close_to_flatbuffer_plus_arena(mobilenet_server)
 
 def test_more_images_than_max_tensor_elements_allows_get_a_413_naming_it(mobilenet_server):
     entry, _, server = mobilenet_server
-    # Integers: 2 bytes of JSON a number, so the body is within its limit.
-    inputs = {name: np.zeros((7, 224, 224, 3), int) for name in in_domain(entry.keras, 1)}
+    # UINT8 zeros, which an FP32 input holds exactly: 2 bytes of JSON a number, so the
+    # body is within its limit.
+    inputs = {name: np.zeros((7, 224, 224, 3), np.uint8) for name in in_domain(entry.keras, 1)}
     path, body = request_for("v2", "mobilenet", inputs)
     response = requests.post(server.url + path, json=body, timeout=60)
     assert response.status_code == 413 and "MAX_TENSOR_ELEMENTS" in response.json()["error"]

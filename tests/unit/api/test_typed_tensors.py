@@ -1,11 +1,13 @@
-"""Typed tensors: integer, unsigned and boolean inputs and outputs, taken only exactly.
+"""Typed tensors: integer, unsigned, boolean and string inputs and outputs, taken exactly.
 
 The zoo's token classifier (int32 ids into an embedding of 1,000, an int32 top
 class out), uint8 image and tabular model (float32 age, int64 country code)
-through /predict, /v2 (JSON and binary) and /v1: a value the input's dtype
-does not hold is a 4xx naming the input and the type, never a silent cast.
+and text classifier (strings, on the TensorFlow runtime) through /predict, /v2
+(JSON and binary) and /v1: a value the input's dtype does not hold is a 4xx
+naming the input and the type, never a silent cast.
 """
 
+import base64
 import json
 
 import numpy as np
@@ -20,7 +22,7 @@ from tests.unit.api.test_open_inference import binary_request, read_binary_respo
 def runners(zoo):
     return {
         name: watched_runner(zoo[name].model_dir)
-        for name in ("token_classifier", "uint8_image", "tabular")
+        for name in ("token_classifier", "uint8_image", "tabular", "text_classifier")
     }
 
 
@@ -178,3 +180,78 @@ def test_v2_refuses_a_datatype_or_value_the_input_does_not_hold(client_of, datat
     body = {"inputs": [{"name": "tokens", "shape": [1, 32], "datatype": datatype, "data": data}]}
     response = client_of("token_classifier").post("/v2/models/token_classifier/infer", json=body)
     assert response.status_code == 400 and words in response.json["error"], response.json
+
+
+TEXTS = ["the quick brown fox", "hello world"]
+
+
+def text_expected(zoo) -> np.ndarray:
+    texts = np.array([[text] for text in TEXTS], dtype=object)
+    return keras_outputs(zoo["text_classifier"].keras, {"text": texts})["sentiment"]
+
+
+def test_strings_as_json_b64_and_length_prefixed_binary_are_answered_as_keras(client_of, zoo):
+    client, expected = client_of("text_classifier"), text_expected(zoo)
+    plain = client.post("/predict", json={"instances": TEXTS}).json["predictions"]
+    np.testing.assert_allclose(plain, expected, rtol=1e-4)
+    b64 = [{"b64": base64.b64encode(text.encode()).decode()} for text in TEXTS]
+    tfs = client.post("/v1/models/text_classifier:predict", json={"instances": b64}).json
+    np.testing.assert_allclose(tfs["predictions"], expected, rtol=1e-4)
+    prefixed = b"".join(len(t.encode()).to_bytes(4, "little") + t.encode() for t in TEXTS)
+    header = {
+        "inputs": [
+            {
+                "name": "text",
+                "shape": [2, 1],
+                "datatype": "BYTES",
+                "parameters": {"binary_data_size": len(prefixed)},
+            }
+        ]
+    }
+    document = json.dumps(header).encode()
+    response = client.post(
+        "/v2/models/text_classifier/infer",
+        data=document + prefixed,
+        headers={"Inference-Header-Content-Length": str(len(document))},
+    )
+    assert response.status_code == 200, response.data[:300]
+    (output,) = response.json["outputs"]
+    np.testing.assert_allclose(np.reshape(output["data"], (2, 2)), expected, rtol=1e-4)
+    metadata = client.get("/v2/models/text_classifier").json
+    assert metadata["platform"] == "tensorflow_savedmodel"
+    assert metadata["inputs"][0]["datatype"] == "BYTES"
+    model = client.get("/model").json
+    assert model["runtime"] == "tensorflow" and model["artifact"]["file"] == "compiled_savedmodel/"
+
+
+@pytest.mark.parametrize(
+    "instance, words",
+    [({"b64": "not base64!"}, "a string"), (7, "a string"), ([["nested"]], "one-element list")],
+)
+def test_a_value_that_is_no_string_is_refused_for_a_string_input(client_of, instance, words):
+    response = client_of("text_classifier").post("/predict", json={"instances": [instance]})
+    assert response.status_code == 422 and words in json.dumps(response.json), response.json
+
+
+@pytest.mark.parametrize(
+    "prefixed",
+    [
+        (100).to_bytes(4, "little") + b"short",  # A length past the data.
+        (2).to_bytes(4, "little") + b"ab" + b"extra",  # Bytes after the last element.
+        (2).to_bytes(4, "little") + b"ab",  # One element for two.
+    ],
+)
+def test_bytes_length_prefixes_that_lie_are_400(client_of, prefixed):
+    tensor = {
+        "name": "text",
+        "shape": [2, 1],
+        "datatype": "BYTES",
+        "parameters": {"binary_data_size": len(prefixed)},
+    }
+    document = json.dumps({"inputs": [tensor]}).encode()
+    response = client_of("text_classifier").post(
+        "/v2/models/text_classifier/infer",
+        data=document + prefixed,
+        headers={"Inference-Header-Content-Length": str(len(document))},
+    )
+    assert response.status_code == 400 and "length prefixes" in response.json["error"]

@@ -8,6 +8,7 @@ import keras
 import pytest
 
 from app.runtime import loader
+from app.runtime import model as model_module
 from app.runtime.limits import Limits
 from app.runtime.loader import LoadTimeout, load_newest, load_version, run_with_deadline
 from app.runtime.model import ModelLoadError
@@ -82,19 +83,15 @@ def test_without_tensorflow_an_uncompiled_version_says_how_to_compile_it(tmp_pat
         load_version(only_version(path))
 
 
-def variable_length_model() -> keras.Model:
-    inputs = keras.Input((None, 1))
-    pooled = keras.layers.GlobalAveragePooling1D()(inputs)
-    return keras.Model(inputs, keras.layers.Dense(1)(pooled))
-
-
 @pytest.mark.parametrize(
     "make_model, reason",
     [
-        (lambda: linear_model(dtype="string"), "is string; LiteRT serves tensors of bool, int8"),
-        (variable_length_model, r"expected a batch dimension \(-1\) followed by fixed feature"),
+        (
+            lambda: linear_model(dtype="bfloat16"),
+            "is bfloat16; tensors of bool, int8, .* are served",
+        ),
     ],
-    ids=["string-input", "variable-feature-shape"],
+    ids=["bfloat16-input"],
 )
 def test_a_model_the_api_cannot_serve_exactly_is_refused_with_the_reason(
     tmp_path, make_model, reason
@@ -104,13 +101,28 @@ def test_a_model_the_api_cannot_serve_exactly_is_refused_with_the_reason(
         load_version(only_version(path))
 
 
-def test_a_model_that_fails_late_in_conversion_is_not_loadable(tmp_path):
+def string_model() -> keras.Model:
     inputs = keras.Input((1,), dtype="string")
     lookup = keras.layers.StringLookup(vocabulary=["a", "b"], output_mode="one_hot")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(1)(lookup))
-    path = save_version(model, tmp_path, 1, compiled=False)
-    with pytest.raises(ModelLoadError, match=str(path)):
+    return keras.Model(inputs, keras.layers.Dense(1)(lookup))
+
+
+def test_a_model_litert_cannot_run_loads_on_the_tensorflow_runtime(tmp_path):
+    path = save_version(string_model(), tmp_path, 1, compiled=False)
+    bundle = load_version(only_version(path))
+    assert bundle.compiled.runtime == "tensorflow" and "string" in bundle.compiled.why
+    assert bundle.artifact_source == "converted at load"
+
+
+def test_without_tensorflow_its_runtimes_versions_are_refused_naming_the_extra(
+    tmp_path, monkeypatch
+):
+    path = save_version(string_model(), tmp_path, 1)
+    monkeypatch.setattr(model_module, "find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError) as refused:
         load_version(only_version(path))
+    (line,) = str(refused.value).splitlines()
+    assert "needs the TensorFlow runtime" in line and "model-server[tensorflow]" in line
 
 
 @pytest.mark.parametrize("content", [b"", b"not a model", b"PK\x03\x04truncated zip"])

@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 
 # Metrics from every worker meet in one directory (prometheus_client's
 # multiprocess mode); it must be set before anything imports the client.
@@ -134,6 +135,7 @@ def on_reload(server):
     from app.runtime.model import ModelLoadError
 
     app = server.app.wsgi()
+    handover.replacing(server.worker_age)
     # pre_fork froze every object before the last fork; unfrozen, what the
     # previous reload left behind can be collected (else ~70 kB a reload stays).
     gc.unfreeze()
@@ -161,7 +163,8 @@ def post_worker_init(worker):
 
     The runtime is built here, before the worker serves and once gevent has
     patched it: TensorFlow's runtime, imported earlier, would have imported
-    ssl before the patch. On SIGTERM the worker answers 503 on /health/ready
+    ssl before the patch. A worker a reload replaces serves on until a newer
+    one serves (app/ops/handover.py). On SIGTERM the worker answers 503 on /health/ready
     (NOT_SERVING and ready false over gRPC) and keeps serving DRAIN_SECONDS,
     so a load balancer sees it leave before it stops accepting; in-flight
     requests and calls then get Gunicorn's graceful timeout.
@@ -182,15 +185,34 @@ def post_worker_init(worker):
 
         worker.grpc_server = GrpcServer(worker.wsgi, _settings.GRPC_BIND)
         worker.grpc_server.start()
-        handover.announce(worker.age)
+    handover.announce(worker.age)
+    # How long a worker a reload replaces serves on, waiting for a newer one to serve.
+    handover_deadline = _settings.GUNICORN_GRACEFUL_TIMEOUT / 2
 
     def stop():
         worker.alive = False
         os.write(worker.PIPE[1], b"1")  # Wake the worker from its wait for connections.
 
+    signalled = False
+
     def drain(signum, frame):
-        if state.draining:  # The master repeats SIGTERM while it waits.
+        nonlocal signalled
+        if signalled:  # The master repeats SIGTERM while it waits.
             return
+        signalled = True
+        if handover.is_replaced(worker.age):
+            hand_over(time.monotonic() + handover_deadline)
+        else:
+            begin_draining()
+
+    def hand_over(deadline):
+        """Serve on until a newer worker serves (or the deadline passes), then drain."""
+        if handover.newer_serves(worker.age) or time.monotonic() >= deadline:
+            begin_draining()
+        else:
+            call_later(0.05, lambda: hand_over(deadline))
+
+    def begin_draining():
         state.draining = True
         if worker.grpc_server:
             worker.grpc_server.drain()

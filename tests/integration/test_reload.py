@@ -81,15 +81,30 @@ def test_a_broken_new_version_never_takes_the_service_down(store, make_server):
 def test_a_new_version_that_fails_late_in_conversion_is_skipped(store, make_server):
     server = make_server(store)
 
-    def add_string_model():
-        inputs = keras.Input((1,), dtype="string")
-        lookup = keras.layers.StringLookup(vocabulary=["a"], output_mode="one_hot")(inputs)
-        model = keras.Model(inputs, keras.layers.Dense(1)(lookup))
+    def add_complex_model():
+        # Loaded and traced by TensorFlow before its complex64 output is refused.
+        features = keras.Input((1,), name="x")
+        model = keras.Model(features, keras.ops.cast(keras.layers.Dense(2)(features), "complex64"))
         save_version(model, store, 2, compiled=False)
 
     reload_keeps_serving_version_1(
-        server, add_string_model, "skipping a newer model version that does not load"
+        server, add_complex_model, "skipping a newer model version that does not load"
     )
+
+
+def test_a_reload_from_litert_to_the_tensorflow_runtime_leaves_no_gap(store, make_server):
+    server = make_server(store)
+
+    def add_tensorflow_version():
+        # The same input as version 1; a cumulative product only TensorFlow's runtime runs.
+        features = keras.Input((1,), name="x")
+        hidden = keras.layers.Dense(3, activation="sigmoid")(features)
+        model = keras.Model(features, keras.layers.Dense(1)(keras.ops.cumprod(hidden, axis=-1)))
+        save_version(model, store, 2)
+
+    reload_under_load(server, add_tensorflow_version, lambda: served_versions(server.url) == {"2"})
+    runtime = requests.get(f"{server.url}/model", timeout=5).json()["runtime"]
+    assert runtime == "tensorflow"
 
 
 def test_a_model_file_that_blocks_is_given_up_after_the_load_timeout(store, make_server):

@@ -16,9 +16,9 @@ the app's metrics, which depend on the environment those two prepare.
 from flask import Flask
 
 API_DESCRIPTION = (
-    "Online inference for a Keras model compiled to LiteRT: the notebook's one-number "
-    "regression by default, or any model with fixed-shape numeric or boolean inputs "
-    "and outputs (float16/32/64, int8-64, uint8-64, bool). `POST /predict` takes a "
+    "Online inference for a Keras model compiled to LiteRT (or TensorFlow's runtime): the "
+    "notebook's one-number regression by default, or any model a team saves, with inputs "
+    "and outputs of float16/32/64, int8-64, uint8-64, bool or strings. `POST /predict` takes a "
     "batch of instances and answers one prediction each, computed in a single call; "
     "the Open Inference Protocol (`/v2`) and TensorFlow Serving's REST API "
     "(`/v1/models`) serve the same model. Errors are JSON: `code`, `status`, "

@@ -13,8 +13,9 @@ from app.core.serving import input_monitor, serve_runner
 from app.runtime.compiler import compile_version
 from app.runtime.loader import load_version
 from app.runtime.model import ModelRunner
+from app.runtime.saved_models import load_model
 from app.runtime.store import list_versions
-from tests.models import ZOO, wide_output
+from tests.models import SAVED_MODELS, ZOO, wide_output
 from training.train import parse_args, train
 
 # Enough epochs to move the weights, few enough to train in about a second.
@@ -60,7 +61,8 @@ def multi_model_dir(tmp_path_factory) -> Path:
 
 @dataclass(frozen=True)
 class ZooModel:
-    """A zoo model as Keras has it and as the store holds it, saved and compiled."""
+    """A zoo model as Keras has it (a SavedModel: its signature, wrapped) and as the store
+    holds it, saved and compiled."""
 
     name: str
     keras: keras.Model
@@ -76,6 +78,11 @@ def zoo(tmp_path_factory) -> dict[str, ZooModel]:
         model = build()
         save_version(model, root / name, 1)
         models[name] = ZooModel(name, model, root / name)
+    for name, write in SAVED_MODELS.items():
+        version_dir = root / name / "1"
+        write(version_dir)
+        compile_version(version_dir)
+        models[name] = ZooModel(name, load_model(version_dir), root / name)
     return models
 
 

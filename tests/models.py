@@ -2,8 +2,12 @@
 
 Each builder returns a seeded Keras model; ``ZOO`` names them for the
 fixtures (tests/conftest.py), which save and compile each once per session.
+``SAVED_MODELS`` write SavedModels instead, as ``model.export()`` and
+``tf.saved_model.save`` do; ``ZOO_NAMES`` lists both.
 ``in_domain`` gives instances like the ones each model is used on.
 """
+
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -185,6 +189,50 @@ def mixed_precision() -> keras.Model:
         keras.mixed_precision.set_global_policy("float32")
 
 
+def custom_layer() -> keras.Model:
+    """A registered layer of the team's own module (tests/custom_layers.py) between two Dense."""
+    from tests.custom_layers import ScaledSoftplus
+
+    keras.utils.set_random_seed(27)
+    features = keras.Input((6,), name="features")
+    hidden = ScaledSoftplus()(keras.layers.Dense(8)(features))
+    return keras.Model(features, keras.layers.Dense(3, name="scores")(hidden))
+
+
+def exported(directory: Path) -> None:
+    """``model.export()`` of a classifier on uint8 pixels: TensorFlow Serving's own format."""
+    keras.utils.set_random_seed(28)
+    pixels = keras.Input((8, 8, 1), dtype="uint8", name="pixels")
+    scaled = keras.layers.Rescaling(1 / 255)(pixels)
+    hidden = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(scaled))
+    model = keras.Model(pixels, keras.layers.Dense(3, activation="softmax")(hidden))
+    model.export(str(directory), verbose=False)
+
+
+def tf_module(directory: Path) -> None:
+    """``tf.saved_model.save`` of a plain ``tf.Module``: two typed inputs, two named outputs,
+    and a cumulative sum over an open length (no Keras anywhere)."""
+    import tensorflow as tf
+
+    class Scorer(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = tf.Variable(np.linspace(-1, 1, 4, dtype=np.float32))
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 4], tf.float32, name="features"),
+                tf.TensorSpec([None, None], tf.int32, name="counts"),
+            ]
+        )
+        def serve(self, features, counts):
+            score = tf.reduce_sum(features * self.weights, axis=1)
+            return {"score": tf.tanh(score), "running": tf.cumsum(counts, axis=1) * 2}
+
+    scorer = Scorer()
+    tf.saved_model.save(scorer, str(directory), signatures={"serving_default": scorer.serve})
+
+
 def slow_convolutions() -> keras.Model:
     """Eight numbers in, 40x40 feature maps through five convolutions: ~6 ms an instance
     here, so that a full batch of 1,000 outlasts a scaled-down GUNICORN_TIMEOUT."""
@@ -217,7 +265,10 @@ ZOO = {
     "lstm_fixed": lstm_fixed,
     "lstm_variable": lstm_variable,
     "mixed_precision": mixed_precision,
+    "custom_layer": custom_layer,
 }
+SAVED_MODELS = {"exported": exported, "tf_module": tf_module}
+ZOO_NAMES = sorted([*ZOO, *SAVED_MODELS])
 
 
 def in_domain(model: keras.Model, rows: int, seed: int = 0) -> dict[str, np.ndarray]:

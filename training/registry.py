@@ -79,10 +79,11 @@ def register(run, alias: str | None = None) -> dict:
 
 
 def compile_registered(text: str) -> str:
-    """Compile a registered Keras model and register the compiled copy as a new version.
+    """Compile a registered model and register the compiled copy as a new version.
 
-    For models a data scientist logs from a notebook (``mlflow.keras.log_model``
-    or any run artifact holding a ``.keras`` or ``.h5`` file): the version is
+    For models a data scientist logs from a notebook (``mlflow.keras.log_model``,
+    ``mlflow.tensorflow.log_model``, or any run artifact holding a ``.keras`` or
+    ``.h5`` file or a SavedModel): the version is
     downloaded, compiled and checked as any version (app/runtime/artifact.py), logged
     to the same run under ``compiled-v<N>`` and registered as a new version
     tagged ``compiled_from``; an alias in ``text`` moves to it. Registered
@@ -113,13 +114,17 @@ def compile_registered(text: str) -> str:
                     download_uri, dst_path=str(Path(scratch) / "download")
                 )
             )
-            keras_file = find_keras_file(local)
+            saved = find_saved_model(local)
             version_dir = Path(scratch) / "compiled"
             version_dir.mkdir()
-            filename = MODEL_FILENAME if keras_file.suffix == ".keras" else "model.h5"
-            shutil.copyfile(keras_file, version_dir / filename)
+            if saved.is_dir():  # A SavedModel: its files are checked by their own checksums.
+                shutil.copytree(saved, version_dir / "saved_model")
+                copied = []
+            else:
+                copied = [MODEL_FILENAME if saved.suffix == ".keras" else "model.h5"]
+                shutil.copyfile(saved, version_dir / copied[0])
             compile_version(version_dir)
-            files = (filename, *ARTIFACT_FILES[1:])
+            files = copied + [name for name in ARTIFACT_FILES[1:] if (version_dir / name).is_file()]
             metadata = {
                 "name": uri.name,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -128,7 +133,7 @@ def compile_registered(text: str) -> str:
                     "version": int(found.version),
                     "run_id": found.run_id,
                     "source": redact(str(found.source)),
-                    "file": str(keras_file.relative_to(local)),
+                    "file": str(saved.relative_to(local)),
                 },
                 "artifacts": {name: sha256_file(version_dir / name) for name in files},
             }
@@ -155,15 +160,26 @@ def compile_registered(text: str) -> str:
     )
 
 
-def find_keras_file(directory):
-    """The saved Keras model in a downloaded version: ``.keras`` first, the shallowest."""
+def find_saved_model(directory):
+    """The saved model in a downloaded version, the shallowest: a ``.keras`` file first, then
+    ``.h5``, then a SavedModel directory (the ``tensorflow`` flavour's ``tf2model/``)."""
     from app.runtime.artifact import ArtifactError
+    from app.runtime.store import SAVED_MODEL_FILE
+
+    def shallowest(paths):
+        return sorted(paths, key=lambda p: (len(p.parts), str(p)))
 
     for suffix in (".keras", ".h5"):
-        found = sorted(directory.rglob(f"*{suffix}"), key=lambda p: (len(p.parts), str(p)))
+        found = shallowest(directory.rglob(f"*{suffix}"))
         if found:
             return found[0]
-    raise ArtifactError("no Keras model file (*.keras or *.h5) in the registered version")
+    found = shallowest(path.parent for path in directory.rglob(SAVED_MODEL_FILE))
+    if found:
+        return found[0]
+    raise ArtifactError(
+        f"no saved model (*.keras, *.h5 or a SavedModel's {SAVED_MODEL_FILE}) in the "
+        "registered version"
+    )
 
 
 def _experiment(client, name: str) -> str:

@@ -1,12 +1,12 @@
-"""Compile a saved Keras model into the serving artifact (needs TensorFlow).
+"""Compile a saved model into the serving artifact (needs TensorFlow).
 
-The artifact (app/runtime/artifact.py) is a LiteRT flatbuffer with its
-signature and golden outputs, so the server never needs TensorFlow. Training
-compiles each version it writes, ``python -m training compile DIR`` an
-existing one, and the loader a version that has no artifact when TensorFlow
-is installed; so the compiler lives in the runtime, which all three use. Any Keras structure
-with fixed-shape float32 tensors compiles: Sequential, functional with one,
-a list or a dict of inputs and outputs, preprocessing layers.
+The artifact (app/runtime/artifact.py) is a LiteRT flatbuffer, or a SavedModel
+for the TensorFlow runtime when LiteRT cannot run the model as Keras does,
+with its signature and golden outputs. Training compiles each version it
+writes, ``python -m training compile DIR`` an existing one, and the loader a
+version that has no artifact when TensorFlow is installed; so the compiler
+lives in the runtime, which all three use. What a team saves is read by
+app/runtime/saved_models.py.
 
 Agreement is checked where the model is used: probe inputs come from the
 input domain (the training profile's range with a margin, else
@@ -21,7 +21,6 @@ import logging
 import math
 import re
 import tempfile
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,7 +32,8 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 from app.runtime import artifact
 from app.runtime.artifact import FLOAT32_MAX, ArtifactError, CompiledModel, Probes, TensorSpec
 from app.runtime.litert import LiteRTRuntime, native_stderr_logged
-from app.runtime.store import StoreError, find_model_file
+from app.runtime.saved_models import load_model
+from app.runtime.store import SAVED_MODEL_FILE, StoreError, find_model_file
 
 log = logging.getLogger("training")
 
@@ -53,13 +53,6 @@ PROBE_SEED = 20240917
 LADDER = tuple(10.0**k for k in range(2, 39, 2)) + (FLOAT32_MAX,)
 # Keras runs the reference on at most this many numbers at a time.
 REFERENCE_CHUNK_ELEMENTS = 4_000_000
-
-
-def load_keras_model(path: Path) -> keras.Model:
-    with warnings.catch_warnings():
-        # Keras warns that HDF5 is legacy; the notebook's .h5 is what we have.
-        warnings.simplefilter("ignore", UserWarning)
-        return keras.models.load_model(path, compile=False)
 
 
 def _structure(model: keras.Model, role: str):
@@ -459,7 +452,11 @@ def export_saved_model(model: keras.Model, inputs) -> dict[str, bytes]:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serve", fn=serve, input_signature=specs)
-    with tempfile.TemporaryDirectory() as directory, quiet_logger("absl"):
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        quiet_logger("absl"),
+        quiet_logger("tensorflow"),
+    ):
         archive.write_out(directory, verbose=False)
         root = Path(directory)
         return {
@@ -524,20 +521,17 @@ def compile_version(version_dir: Path, profile: dict | None = None) -> CompiledM
     input profile when it has one.
     """
     try:
-        model_file = find_model_file(version_dir)
+        model_path = find_model_file(version_dir)
     except StoreError as error:
         raise ArtifactError(str(error)) from error
-    try:
-        model = load_keras_model(model_file)
-    except Exception as error:  # Keras raises many types for a bad file.
-        first_line = (str(error).strip().splitlines() or [""])[0][:300]
-        raise ArtifactError(f"{model_file}: cannot load model ({first_line})") from error
+    model = load_model(model_path)
     if profile is None:
         profile = saved_profile(version_dir)
     compiled = compile_model(model, profile)
+    hashed = model_path / SAVED_MODEL_FILE if model_path.is_dir() else model_path
     source = {
-        "file": model_file.name,
-        "sha256": artifact.sha256_file(model_file, artifact.MAX_ARTIFACT_BYTES),
+        "file": hashed.relative_to(version_dir).as_posix(),
+        "sha256": artifact.sha256_file(hashed, artifact.MAX_ARTIFACT_BYTES),
         "tensorflow": tf.__version__,
         "probes": "training profile" if profile else f"default domain {list(DEFAULT_DOMAIN)}",
     }

@@ -190,13 +190,10 @@ def convert_at_load(version: ModelVersion):
     hint = f"compile it with `python -m training compile {version.path}`"
     if find_spec("tensorflow") is None:
         raise ArtifactError(f"no compiled artifact and no TensorFlow to convert it: {hint}")
-    from app.runtime.compiler import compile_model, load_keras_model
+    from app.runtime.compiler import compile_model
+    from app.runtime.saved_models import load_model
 
-    model_file = version.model_file
-    try:
-        model = load_keras_model(model_file)
-    except Exception as error:  # Keras raises many types for a bad file.
-        raise ArtifactError(f"cannot load model {model_file.name} ({error})") from error
+    model = load_model(version.model_file)
     return compile_model(model)
 
 

@@ -6,8 +6,12 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.runtime.artifact import SAVED_MODEL_DIR
+
 # Keras' native format first, then the notebook's legacy HDF5 file.
 MODEL_SUFFIXES = (".keras", ".h5")
+# TensorFlow Serving's format: a directory holding this file.
+SAVED_MODEL_FILE = "saved_model.pb"
 # metadata.json holds facts and the input profile: kilobytes, never this much.
 MAX_METADATA_BYTES = 4 * 1024 * 1024
 # Nesting deeper than this in metadata.json is refused (the notebook's is 3 deep).
@@ -32,7 +36,7 @@ class ModelVersion:
 
     @property
     def model_file(self) -> Path:
-        """The saved Keras model inside the version directory."""
+        """The saved model inside the version directory: a file or a SavedModel directory."""
         return find_model_file(self.path)
 
     def read_metadata(self) -> dict:
@@ -58,12 +62,23 @@ class ModelVersion:
 
 
 def find_model_file(directory: Path) -> Path:
-    """The saved Keras model in a directory: ``.keras`` first, then the legacy ``.h5``."""
+    """The saved model in a version directory: a ``.keras`` file first, then the legacy
+    ``.h5``, then a SavedModel: the directory itself or a subdirectory holding
+    ``saved_model.pb`` (the compiled TensorFlow runtime's copy aside)."""
     for suffix in MODEL_SUFFIXES:
         candidates = sorted(directory.glob(f"*{suffix}"))
         if candidates:
             return candidates[0]
-    raise StoreError(f"{directory}: no model file (*.keras or *.h5)")
+    if (directory / SAVED_MODEL_FILE).is_file():
+        return directory
+    saved = sorted(
+        found.parent
+        for found in directory.glob(f"*/{SAVED_MODEL_FILE}")
+        if found.parent.name != SAVED_MODEL_DIR
+    )
+    if saved:
+        return saved[0]
+    raise StoreError(f"{directory}: no model (*.keras, *.h5 or a SavedModel's {SAVED_MODEL_FILE})")
 
 
 def nesting(value) -> int:

@@ -395,3 +395,57 @@ def test_a_notebook_logged_keras_model_is_compiled_by_one_command_then_served(
         )
     finally:
         server.stop()
+
+
+def test_a_tensorflow_flavour_saved_model_is_compiled_by_one_command_then_served(
+    tmp_path, mlflow_server
+):
+    import mlflow
+    import tensorflow as tf
+
+    class Products(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = tf.Variable(np.linspace(0.5, 2.0, 5, dtype=np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.float32, name="x")])
+        def serve(self, x):
+            return {"product": tf.math.cumprod(tf.sigmoid(x * self.weights), axis=1)}
+
+    module = Products()
+    mlflow.set_tracking_uri(mlflow_server.url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with mlflow.start_run():
+                mlflow.tensorflow.log_model(
+                    module,
+                    name="model",
+                    registered_model_name="products",
+                    pip_requirements=[],
+                    saved_model_kwargs={"signatures": {"serving_default": module.serve}},
+                )
+    finally:
+        mlflow.set_tracking_uri(None)
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "compile", "models:/products/1"],
+        cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "registered it as version 2" in result.stdout
+    server = serve_from_registry(tmp_path, mlflow_server, "models:/products/2")
+    try:
+        rows = np.array([[0.1, -2.0, 3.0, 0.5, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0]], np.float32)
+        body = {"instances": rows.tolist()}
+        answer = requests.post(f"{server.url}/predict", json=body, timeout=10)
+        assert answer.status_code == 200, answer.text
+        expected = module.serve(tf.constant(rows))["product"].numpy()
+        np.testing.assert_allclose(answer.json()["predictions"], expected, rtol=1e-5)
+        model = requests.get(f"{server.url}/v2/models/products", timeout=10).json()
+        assert model["platform"] == "tensorflow_savedmodel"
+    finally:
+        server.stop()

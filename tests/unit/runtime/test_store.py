@@ -11,6 +11,7 @@ def make_version(root, name, files=("model.keras",)):
     path = root / name
     path.mkdir(parents=True)
     for filename in files:
+        (path / filename).parent.mkdir(parents=True, exist_ok=True)
         (path / filename).write_text("x")
     return path
 
@@ -53,9 +54,28 @@ def test_legacy_h5_file_is_found(tmp_path):
     assert list_versions(tmp_path)[0].model_file.name == "my_best_model.h5"
 
 
+@pytest.mark.parametrize(
+    "files, found",
+    [
+        (("saved_model.pb", "variables/variables.index"), "1"),
+        (("export/saved_model.pb", "compiled_savedmodel/saved_model.pb"), "export"),
+        (("model.keras", "saved_model.pb"), "model.keras"),
+    ],
+)
+def test_a_saved_model_is_found_in_the_version_or_a_folder_of_it(tmp_path, files, found):
+    make_version(tmp_path, "1", files=files)
+    assert list_versions(tmp_path)[0].model_file.name == found
+
+
+def test_the_compiled_runtime_copy_is_not_taken_for_the_saved_model(tmp_path):
+    make_version(tmp_path, "1", files=("compiled_savedmodel/saved_model.pb",))
+    with pytest.raises(StoreError, match="no model"):
+        _ = list_versions(tmp_path)[0].model_file
+
+
 def test_a_version_without_a_model_file_is_an_error(tmp_path):
     make_version(tmp_path, "1", files=("notes.txt",))
-    with pytest.raises(StoreError, match="no model file"):
+    with pytest.raises(StoreError, match=r"no model \(\*.keras, \*.h5 or a SavedModel"):
         _ = list_versions(tmp_path)[0].model_file
 
 

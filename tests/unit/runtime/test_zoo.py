@@ -16,7 +16,7 @@ from app.runtime.compiler import tensor_specs
 from tests.conftest import save_version, serving_app, watched_runner
 from tests.models import (
     APIS,
-    ZOO,
+    ZOO_NAMES,
     assert_agrees,
     extreme,
     in_domain,
@@ -26,15 +26,13 @@ from tests.models import (
 )
 from training.compile import main as compile_main
 
-NAMES = sorted(ZOO)
-
 
 @pytest.fixture(scope="module")
 def runners(zoo):
-    return {name: watched_runner(zoo[name].model_dir) for name in NAMES}
+    return {name: watched_runner(zoo[name].model_dir) for name in ZOO_NAMES}
 
 
-@pytest.fixture(params=NAMES)
+@pytest.fixture(params=ZOO_NAMES)
 def served(request, zoo, runners):
     """A zoo model and a test client of an app that serves it."""
     entry = zoo[request.param]
@@ -42,7 +40,7 @@ def served(request, zoo, runners):
     return entry, app.test_client()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ZOO_NAMES)
 def test_the_files_beside_the_flatbuffer_stay_small_whatever_the_input_shape(zoo, name):
     version = zoo[name].model_dir / "1"
     beside = sum((version / file).stat().st_size for file in (SIGNATURE_FILE, GOLDEN_FILE))

@@ -158,8 +158,8 @@ def pre_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Build the worker's runtime from the master's verified model, serve gRPC beside HTTP,
-    and on SIGTERM drain both, then stop.
+    """Take the master's runtime (or build one from its verified model), serve gRPC
+    beside HTTP, and on SIGTERM drain both, then stop.
 
     The runtime is built here, before the worker serves and once gevent has
     patched it: TensorFlow's runtime, imported earlier, would have imported

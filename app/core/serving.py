@@ -55,7 +55,8 @@ def serving_state(app: Flask) -> ServingState:
 
 
 def load_bundle(app: Flask) -> ModelBundle:
-    """In the master: load the version to serve, or raise ``ModelLoadError``.
+    """In the master: load the version to serve (and build its LiteRT runtime for the
+    workers to share), or raise ``ModelLoadError``.
 
     From the MLflow registry when MODEL_URI is set, else the newest loadable (or
     the pinned) version under MODEL_DIR. On failure the bundle already held, if
@@ -84,6 +85,7 @@ def load_bundle(app: Flask) -> ModelBundle:
         # Every version tried failed, or the store could not be listed at all.
         MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
         raise
+    bundle.share_runtime(config["LITERT_THREADS"])
     state.bundle = bundle
     served_from = (bundle.registry or {}).get("served_from", "registry")
     if served_from != "registry":

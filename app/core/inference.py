@@ -170,13 +170,18 @@ def rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None) -> np.
                 values.append(checked)
         else:
             problem = flatten(row, shape, values, tensor_kind)
-        if problem:
-            errors[index] = {label: [problem]} if label else [problem]
-            if len(errors) >= MAX_REPORTED_ERRORS:
-                break
+        if problem and reported(errors, index, problem, label):
+            break
     if errors:
         return None
     return typed(values, tensor_kind, (len(rows), *shape))
+
+
+def reported(errors: dict, index: int, problem: str, label=None) -> bool:
+    """Record ``problem`` for instance ``index`` (under the input's name ``label``, if any);
+    whether enough problems are reported to stop looking."""
+    errors[index] = {label: [problem]} if label else [problem]
+    return len(errors) >= MAX_REPORTED_ERRORS
 
 
 def typed(values: list, tensor_kind: Kind, shape) -> np.ndarray:
@@ -211,10 +216,8 @@ def open_rows_to_array(rows: list, spec: TensorSpec, errors: dict, label=None):
             )
         else:
             problem = flatten(row, shape, values, spec.kind)
-        if problem:
-            errors[index] = {label: [problem]} if label else [problem]
-            if len(errors) >= MAX_REPORTED_ERRORS:
-                break
+        if problem and reported(errors, index, problem, label):
+            break
     if errors:
         return None
     return typed(values, spec.kind, (len(rows), *shape))

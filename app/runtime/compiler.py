@@ -116,8 +116,9 @@ def reference(model: keras.Model, feed: list[np.ndarray]) -> list[np.ndarray]:
     return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
 
 
-def convert(model: keras.Model, inputs) -> bytes:
-    """Trace the model with a batch-polymorphic signature, freeze it, convert it to LiteRT."""
+def serving_function(model: keras.Model, inputs):
+    """The model as a function of positional tensors in0, in1, … returning a dict of out0,
+    out1, …, and the batch-polymorphic input signature to trace it with."""
     specs = [
         tf.TensorSpec(
             [None, *(None if n == -1 else n for n in spec.feature_shape)],
@@ -132,6 +133,12 @@ def convert(model: keras.Model, inputs) -> bytes:
         outputs = model(keras.tree.pack_sequence_as(struct, list(tensors)), training=False)
         return {f"out{i}": output for i, output in enumerate(keras.tree.flatten(outputs))}
 
+    return specs, serve
+
+
+def convert(model: keras.Model, inputs) -> bytes:
+    """Trace the model with a batch-polymorphic signature, freeze it, convert it to LiteRT."""
+    specs, serve = serving_function(model, inputs)
     function = tf.function(serve, input_signature=specs).get_concrete_function()
     # Variables must be frozen into constants first: converted as resource
     # variables, the interpreter silently returns garbage.
@@ -433,22 +440,9 @@ def compile_tensorflow(model: keras.Model, profile: dict | None, why: str) -> Co
 
 
 def export_saved_model(model: keras.Model, inputs) -> dict[str, bytes]:
-    """The model as a SavedModel with one ``serve`` endpoint, in0.. in, out0.. out: its files'
-    bytes by relative path."""
-    specs = [
-        tf.TensorSpec(
-            [None, *(None if n == -1 else n for n in spec.feature_shape)],
-            tf.as_dtype(spec.dtype),
-            name=f"in{i}",
-        )
-        for i, spec in enumerate(inputs)
-    ]
-    struct = _structure(model, "inputs")
-
-    def serve(*tensors):
-        outputs = model(keras.tree.pack_sequence_as(struct, list(tensors)), training=False)
-        return {f"out{i}": output for i, output in enumerate(keras.tree.flatten(outputs))}
-
+    """The model as a SavedModel with one ``serve`` endpoint (``serving_function``): its
+    files' bytes by relative path."""
+    specs, serve = serving_function(model, inputs)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serve", fn=serve, input_signature=specs)

@@ -34,8 +34,8 @@ RUN python -m venv /opt/train \
 # The serving venv needs neither pip nor setuptools at run time, nor LiteRT's
 # WebGPU accelerator (19 MB; the CPU interpreter never loads it).
 # SERVE_EXTRAS=registry adds MLflow's client, to serve MODEL_URI=models:/... ;
-# SERVE_EXTRAS=tensorflow the TensorFlow runtime, for versions LiteRT cannot run
-# (both: SERVE_EXTRAS=registry,tensorflow).
+# SERVE_EXTRAS=tensorflow the TensorFlow runtime, for versions LiteRT cannot run;
+# SERVE_EXTRAS=s3 boto3, to serve MODEL_DIR=s3://... (several: SERVE_EXTRAS=registry,s3).
 ARG SERVE_EXTRAS=""
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir ".${SERVE_EXTRAS:+[$SERVE_EXTRAS]}" \

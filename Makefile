@@ -31,7 +31,7 @@ docs-assets: $(DOCS_ASSETS)/VERSIONS ## Fetch ReDoc and Swagger UI from npm into
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry,s3]'
 	touch $@
 
 # An MLflow tracking server for the registry tests and `make mlflow`, in a venv of
@@ -42,6 +42,16 @@ MLFLOW_VERSION := 3.17.2
 $(MLFLOW_VENV)/.installed:
 	test -d $(MLFLOW_VENV) || $(PYTHON) -m venv $(MLFLOW_VENV)
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet 'mlflow==$(MLFLOW_VERSION)'
+	touch $@
+
+# An S3 API server (moto's) for the object-store tests, in a venv of its own: its
+# server pulls in dozens of packages the served venv has no use for.
+S3_VENV := .venv-s3
+MOTO_VERSION := 5.2.5
+
+$(S3_VENV)/.installed:
+	test -d $(S3_VENV) || $(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/python -m pip install --quiet 'moto[server]==$(MOTO_VERSION)'
 	touch $@
 
 .PHONY: install
@@ -88,7 +98,7 @@ reload: ## Move every worker of `make serve` to the newest model version, with n
 	kill -HUP $$pid && echo "reloading Gunicorn master $$pid"
 
 .PHONY: test
-test: install $(MLFLOW_VENV)/.installed ## Run the whole test suite (set-up included)
+test: install $(MLFLOW_VENV)/.installed $(S3_VENV)/.installed ## Run the whole test suite (set-up included)
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered
 
 .PHONY: lint
@@ -112,7 +122,7 @@ kserve-schemas: install ## Re-vendor KServe's CRD schemas: make kserve-schemas K
 
 .PHONY: docs
 docs: install ## Build the documentation site into site/ (MkDocs, offline, strict: broken links fail)
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry,s3,docs]'
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 .PHONY: openapi

@@ -53,13 +53,30 @@ def _path(environ, name: str, default: str | None) -> Path | None:
     return Path(value)
 
 
-def _model_name(environ, model_dir: Path) -> str:
+def _model_name(environ, model_dir: Path, store) -> str:
     from app.runtime.store import model_name
 
-    name = (environ.get("MODEL_NAME") or "").strip() or model_name(model_dir)
+    default = store.name if store else model_name(model_dir)
+    name = (environ.get("MODEL_NAME") or "").strip() or default
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", ".."):
         raise ConfigError(f"MODEL_NAME={name!r} must be letters, digits, '.', '_' or '-'")
     return name
+
+
+def _object_store(environ):
+    """MODEL_DIR as an S3 URI, with boto3 checked; None for a local directory."""
+    text = (environ.get("MODEL_DIR") or "").strip()
+    if not text.startswith("s3://"):
+        return None
+    from app.runtime.object_store import S3Uri
+
+    try:
+        uri = S3Uri.parse(text)
+    except ValueError as error:
+        raise ConfigError(f"MODEL_DIR={error}") from None
+    if find_spec("boto3") is None:
+        raise ConfigError("an s3:// MODEL_DIR needs boto3: pip install 'model-server[s3]'")
+    return uri
 
 
 def _model_uri(environ):
@@ -88,14 +105,19 @@ class Config:
     """
 
     def __init__(self, environ=os.environ):
-        self.MODEL_DIR = _path(environ, "MODEL_DIR", "models/linear")
+        self.MODEL_CACHE_DIR = _path(environ, "MODEL_CACHE_DIR", "model-cache")
+        # An s3:// MODEL_DIR is served from its mirror in the cache (app/runtime/object_store.py).
+        self.MODEL_STORE = _object_store(environ)
+        if self.MODEL_STORE:
+            self.MODEL_DIR = self.MODEL_STORE.mirror(self.MODEL_CACHE_DIR)
+        else:
+            self.MODEL_DIR = _path(environ, "MODEL_DIR", "models/linear")
         # The name the APIs serve; by default MODEL_DIR's last part as given (never a
         # symlink's target, which would rename the model when the link flips).
-        self.MODEL_NAME = _model_name(environ, self.MODEL_DIR)
+        self.MODEL_NAME = _model_name(environ, self.MODEL_DIR, self.MODEL_STORE)
         pinned = _number(environ, "MODEL_VERSION", 0, int, minimum=0)
         self.MODEL_VERSION = pinned or None
         self.MODEL_URI = _model_uri(environ)
-        self.MODEL_CACHE_DIR = _path(environ, "MODEL_CACHE_DIR", "model-cache")
         self.MODEL_LOAD_TIMEOUT = _number(
             environ, "MODEL_LOAD_TIMEOUT", 60.0, float, minimum=0.1, maximum=3600
         )

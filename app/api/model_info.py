@@ -31,6 +31,7 @@ class ModelInfo(MethodView):
             "load_seconds": round(runner.load_seconds, 3),
             "skipped_versions": serving_state(current_app).skipped,
             "registry": runner.bundle.registry,
+            "store": runner.bundle.store,
             "monitoring": runner.monitor.describe() if runner.monitor else None,
             "metadata": runner.metadata,
         }

@@ -169,6 +169,17 @@ class ModelInfoSchema(Schema):
             },
         },
     )
+    store = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": (
+                "For a model from an object store (an s3:// MODEL_DIR): its URI and "
+                "`served_from`: `store`, or the cache when the store was unreachable at "
+                "start. Null otherwise."
+            ),
+            "example": {"uri": "s3://models/linear", "served_from": "store"},
+        },
+    )
     skipped_versions = fields.List(
         fields.String(),
         metadata={

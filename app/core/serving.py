@@ -15,7 +15,7 @@ from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 from app.ops.error_shape import cut
 from app.ops.monitoring import InputMonitor
 from app.runtime.input_profile import profiled_features
-from app.runtime.loader import load_newest, load_registered
+from app.runtime.loader import load_newest, load_registered, load_synced
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,16 @@ def load_bundle(app: Flask) -> ModelBundle:
                 cache_allowed=state.bundle is None,
                 limits=limits(config),
             )
+        elif config["MODEL_STORE"]:
+            bundle = load_synced(
+                config["MODEL_STORE"],
+                config["MODEL_DIR"],
+                config["MODEL_VERSION"],
+                (config["MODEL_LOAD_TIMEOUT"], config["MODEL_REGISTRY_TIMEOUT"]),
+                cache_allowed=state.bundle is None,
+                limits=limits(config),
+                name=config["MODEL_NAME"],
+            )
         else:
             bundle = load_newest(
                 config["MODEL_DIR"],
@@ -87,8 +97,8 @@ def load_bundle(app: Flask) -> ModelBundle:
         raise
     bundle.share_runtime(config["LITERT_THREADS"])
     state.bundle = bundle
-    served_from = (bundle.registry or {}).get("served_from", "registry")
-    if served_from != "registry":
+    served_from = (bundle.registry or bundle.store or {}).get("served_from", "registry")
+    if served_from not in ("registry", "store"):
         log.warning(
             "serving %s version %s from the %s",
             bundle.version.name,

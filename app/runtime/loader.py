@@ -242,6 +242,48 @@ def load_newest(
     raise error
 
 
+def load_synced(
+    store,
+    mirror: Path,
+    pinned: int | None,
+    timeouts: tuple[float, float],
+    cache_allowed: bool,
+    limits: Limits = DEFAULT_LIMITS,
+    name: str | None = None,
+) -> ModelBundle:
+    """The newest version that loads (or the pinned one) from an S3 store (an ``S3Uri``),
+    once its versions are mirrored into ``mirror``.
+
+    ``timeouts``: each step's, and the store part's (shorter). When the store
+    gives no usable answer in time and ``cache_allowed`` (at start), the
+    mirror as last synced is served, and ``/model`` says so.
+    """
+    load_timeout, store_timeout = timeouts
+    try:
+        unreachable = run_with_deadline(_synced, load_timeout, store, mirror, store_timeout)
+    except LoadTimeout as error:
+        unreachable = f"{store}: syncing {error}"
+    if unreachable and not cache_allowed:
+        raise ModelLoadError(f"the object store cannot be reached: {unreachable}")
+    served_from = f"cache (store unreachable: {unreachable})" if unreachable else "store"
+    bundle = load_newest(mirror, pinned, load_timeout, limits, name)
+    bundle.store = {"uri": str(store), "served_from": served_from}
+    return bundle
+
+
+def _synced(store, mirror: Path, timeout: float) -> str | None:
+    """In the child: sync the mirror; why the store could not be reached, or None."""
+    from app.runtime import object_store
+
+    try:
+        object_store.sync(store, mirror, timeout)
+    except object_store.StoreUnreachable as error:
+        return str(error)
+    except object_store.StoreRefused as error:
+        raise ModelLoadError(str(error)) from None
+    return None
+
+
 def try_versions(versions: list[ModelVersion], limits: Limits, send) -> None:
     """In the child: try each version in turn, sending "failed" for each that does not load."""
     for version in versions:

@@ -50,6 +50,9 @@ class ModelBundle:
     # For a version from an MLflow registry: its name, version, alias, run id, and
     # whether it came from the registry or (at a start without it) from the cache.
     registry: dict | None = None
+    # For a version from an object store (s3:// MODEL_DIR): its URI, and whether it
+    # came from the store or (at a start without it) from the cache's mirror.
+    store: dict | None = None
     # A LiteRT runtime built in the master before the fork (share_runtime).
     shared_runtime: LiteRTRuntime | None = None
 

@@ -87,8 +87,8 @@ def public_uri(uri: str) -> str:
 
 
 @contextmanager
-def deadline(seconds: float, what: str):
-    """Raise ``RegistryUnreachable`` in this process once ``seconds`` pass.
+def deadline(seconds: float, what: str, error: type[Exception] | None = None):
+    """Raise ``error`` (``RegistryUnreachable``) in this process once ``seconds`` pass.
 
     The loader's child is single-threaded, so a timer signal can interrupt a
     socket read: a registry that trickles one byte every two seconds never
@@ -96,7 +96,9 @@ def deadline(seconds: float, what: str):
     """
 
     def expire(signum, frame):
-        raise RegistryUnreachable(f"{what} took longer than MODEL_REGISTRY_TIMEOUT={seconds:g} s")
+        raise (error or RegistryUnreachable)(
+            f"{what} took longer than MODEL_REGISTRY_TIMEOUT={seconds:g} s"
+        )
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -31,6 +31,52 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServiceProcess:
+    """A test's helper server (MLflow, an S3 API) on a free 127.0.0.1 port, in a process
+    group of its own, stopped (by group) at the end."""
+
+    def __init__(self, command: list[str], log_path: Path, health_path: str, cwd=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.health_url = f"{self.url}{health_path}"
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [part.format(port=self.port) for part in command],
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 90
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"{command[0]} not ready after 90 s")
+            time.sleep(0.2)
+
+    def healthy(self) -> bool:
+        assert self.process.poll() is None, Path(self.log.name).read_text()[-2000:]
+        try:
+            return requests.get(self.health_url, timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def stop(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        # Job runners may outlive a server on SIGTERM: the whole group goes.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.log.close()
+
+
 class GunicornServer:
     """One Gunicorn master and its workers, started and stopped (by pid) by us."""
 

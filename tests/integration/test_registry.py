@@ -24,63 +24,32 @@ from mlflow import MlflowClient
 
 from tests.conftest import multi_tensor_model
 from tests.integration.clients import RequestStream, served_versions, wait_for
-from tests.integration.server import ROOT, GunicornServer, free_port
+from tests.integration.server import ROOT, GunicornServer, ServiceProcess
 from training.train import train
 
 MLFLOW = ROOT / ".venv-mlflow" / "bin" / "mlflow"
 
 
-class MlflowServer:
-    """``mlflow server`` in a process group of its own, stopped (by group) at the end."""
+class MlflowServer(ServiceProcess):
+    """``mlflow server`` with a SQLite store and the artifacts it serves itself."""
 
     def __init__(self, directory: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(directory / "mlflow.log", "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                str(MLFLOW),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--backend-store-uri",
-                f"sqlite:///{directory}/mlflow.db",
-                "--artifacts-destination",
-                str(directory / "artifacts"),
-                "--serve-artifacts",
-                "--workers",
-                "1",
-            ],
-            cwd=directory,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(self.healthy, timeout=90, interval=0.5)
-
-    def healthy(self) -> bool:
-        assert self.process.poll() is None, (Path(self.log.name).read_text())[-2000:]
-        try:
-            return requests.get(f"{self.url}/health", timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        # Its job runners outlive the server on SIGTERM: the whole group goes.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.log.close()
+        command = [
+            str(MLFLOW),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--backend-store-uri",
+            f"sqlite:///{directory}/mlflow.db",
+            "--artifacts-destination",
+            str(directory / "artifacts"),
+            "--serve-artifacts",
+            "--workers",
+            "1",
+        ]
+        super().__init__(command, directory / "mlflow.log", "/health", cwd=directory)
 
 
 @pytest.fixture
@@ -357,6 +326,20 @@ def test_the_cache_keeps_what_is_served_and_what_a_rollback_needs(tmp_path, mlfl
     assert copies == ["3", "4"]
 
 
+def compile_and_register(mlflow_server, uri: str) -> None:
+    """``python -m training compile URI``, which registers the compiled model as version 2."""
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "compile", uri],
+        cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "registered it as version 2" in result.stdout
+
+
 def test_a_notebook_logged_keras_model_is_compiled_by_one_command_then_served(
     tmp_path, mlflow_server
 ):
@@ -375,16 +358,7 @@ def test_a_notebook_logged_keras_model_is_compiled_by_one_command_then_served(
         mlflow.set_tracking_uri(None)
     line = refused_start(tmp_path, mlflow_server, "models:/notebook/1")
     assert "`python -m training compile models:/notebook/1`" in line
-    result = subprocess.run(
-        [sys.executable, "-m", "training", "compile", "models:/notebook/1"],
-        cwd=ROOT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "registered it as version 2" in result.stdout
+    compile_and_register(mlflow_server, "models:/notebook/1")
     server = serve_from_registry(tmp_path, mlflow_server, "models:/notebook/2")
     try:
         rows = [{"features": [1.0, 2.0, 3.0], "grid": [[1.0, 0.0], [0.0, 1.0]]}]
@@ -427,16 +401,7 @@ def test_a_tensorflow_flavour_saved_model_is_compiled_by_one_command_then_served
                 )
     finally:
         mlflow.set_tracking_uri(None)
-    result = subprocess.run(
-        [sys.executable, "-m", "training", "compile", "models:/products/1"],
-        cwd=ROOT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "registered it as version 2" in result.stdout
+    compile_and_register(mlflow_server, "models:/products/1")
     server = serve_from_registry(tmp_path, mlflow_server, "models:/products/2")
     try:
         rows = np.array([[0.1, -2.0, 3.0, 0.5, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0]], np.float32)

@@ -97,6 +97,21 @@ def test_the_model_name_comes_from_model_dir_as_given_unless_set(tmp_path):
     assert Config({"MODEL_DIR": "/m/x", "MODEL_NAME": "churn"}).MODEL_NAME == "churn"
 
 
+def test_an_s3_model_dir_is_served_from_its_mirror_in_the_cache():
+    config = Config({"MODEL_DIR": "s3://team-models/prod/churn/", "MODEL_CACHE_DIR": "/c"})
+    assert str(config.MODEL_STORE) == "s3://team-models/prod/churn"
+    assert config.MODEL_DIR == Path("/c/s3/team-models/prod/churn")
+    assert config.MODEL_NAME == "churn"
+    assert Config({"MODEL_DIR": "s3://team-models"}).MODEL_NAME == "team-models"
+    assert Config({"MODEL_DIR": "models/linear"}).MODEL_STORE is None
+
+
+@pytest.mark.parametrize("uri", ["s3://", "s3:///prefix", "s3://bucket/a/../b"])
+def test_an_s3_model_dir_without_a_bucket_or_with_dot_dot_fails_at_start(uri):
+    with pytest.raises(ConfigError, match="MODEL_DIR"):
+        Config({"MODEL_DIR": uri})
+
+
 def test_the_registry_gets_a_share_of_the_load_timeout_by_default():
     assert Config({}).MODEL_REGISTRY_TIMEOUT == 20
     assert Config({"MODEL_LOAD_TIMEOUT": "4"}).MODEL_REGISTRY_TIMEOUT == 2

@@ -1,0 +1,162 @@
+"""A model store in S3 (or an S3-compatible store): ``MODEL_DIR=s3://bucket/prefix``.
+
+The versions under the prefix (``<prefix>/<version>/...``, the layout ``make
+train`` writes) are mirrored into a local directory, which is then served as
+a local store is: the loader verifies each version's checksums as for any
+other. A version's identity is its objects' ETags: a version whose objects
+changed in the store is downloaded again, never served from an old copy.
+boto3 reads the usual AWS settings (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL`` for an S3-compatible store, ...).
+"""
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from app.runtime.artifact import MAX_ARTIFACT_BYTES
+from app.runtime.registry import deadline
+
+# Written in each mirrored version directory: the objects it was copied from.
+IDENTITY_FILE = ".s3-objects.json"
+# A version of more objects than this is refused rather than mirrored.
+MAX_OBJECTS = 10_000
+# S3 errors that mean "no such bucket, or not yours": no cached copy stands in.
+REFUSALS = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
+class StoreUnreachable(Exception):
+    """The object store gave no usable answer in time."""
+
+
+class StoreRefused(Exception):
+    """The object store answered, and what MODEL_DIR names cannot be served from it."""
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, text: str) -> "S3Uri":
+        """``s3://bucket/prefix`` (the prefix may be empty: the bucket's root)."""
+        if not text.startswith("s3://"):
+            raise ValueError(f"{text!r} is not an s3:// URI")
+        bucket, _, prefix = text.removeprefix("s3://").partition("/")
+        prefix = prefix.strip("/")
+        parts = PurePosixPath(prefix).parts if prefix else ()
+        if not bucket or any(part in (".", "..") for part in parts):
+            raise ValueError(f"{text!r} must be s3://<bucket>/<prefix>")
+        return cls(bucket, prefix)
+
+    @property
+    def name(self) -> str:
+        """The model's name: the prefix's last part, else the bucket's."""
+        return PurePosixPath(self.prefix).name if self.prefix else self.bucket
+
+    def mirror(self, cache_dir: Path) -> Path:
+        """The local directory this store's versions are mirrored into."""
+        return cache_dir / "s3" / self.bucket / (self.prefix or "_root")
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def sync(uri: S3Uri, mirror: Path, timeout: float) -> list[str]:
+    """Mirror the store's version directories into ``mirror``: what changed, is new or is
+    gone. Returns the versions downloaded. Raises ``StoreUnreachable`` or ``StoreRefused``."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    config = botocore.config.Config(
+        connect_timeout=min(10, timeout),
+        read_timeout=min(30, timeout),
+        retries={"total_max_attempts": 1},
+    )
+    with deadline(timeout, str(uri), StoreUnreachable):
+        try:
+            client = boto3.client("s3", config=config)
+            versions = listed_versions(client, uri)
+            downloaded = []
+            for version, objects in sorted(versions.items()):
+                if _identity(mirror / version) != objects:
+                    download_version(client, uri, version, objects, mirror)
+                    downloaded.append(version)
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in REFUSALS:
+                raise StoreRefused(f"MODEL_DIR {uri}: {code}") from None
+            raise StoreUnreachable(f"{uri}: {code or error}") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise StoreUnreachable(f"{uri}: {error}") from None
+    for copy in mirror.iterdir() if mirror.is_dir() else ():
+        if copy.is_dir() and copy.name not in versions:
+            shutil.rmtree(copy, ignore_errors=True)
+    return downloaded
+
+
+def listed_versions(client, uri: S3Uri) -> dict[str, dict[str, str]]:
+    """``{version: {relative key: ETag}}`` for every ``<prefix>/<digits>/...`` object."""
+    root = f"{uri.prefix}/" if uri.prefix else ""
+    versions: dict[str, dict[str, str]] = {}
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=root):
+        for item in page.get("Contents", ()):
+            version, _, rest = item["Key"].removeprefix(root).partition("/")
+            if not (version.isdigit() and version.isascii()) or not rest or rest.endswith("/"):
+                continue
+            if any(part in ("", ".", "..") for part in rest.split("/")):
+                raise StoreRefused(f"{uri}: the object key {item['Key']!r} is not a safe path")
+            if item["Size"] > MAX_ARTIFACT_BYTES:
+                raise StoreRefused(f"{uri}: {item['Key']} is over {MAX_ARTIFACT_BYTES:,} bytes")
+            count += 1
+            if count > MAX_OBJECTS:
+                raise StoreRefused(f"{uri}: over {MAX_OBJECTS:,} objects under the prefix")
+            versions.setdefault(version, {})[rest] = item["ETag"]
+    if not versions:
+        raise StoreRefused(f"MODEL_DIR {uri}: no model versions (expected {uri}/<integer>/)")
+    return versions
+
+
+def download_version(client, uri: S3Uri, version: str, objects: dict, mirror: Path) -> None:
+    """Download one version's objects and put them in place atomically, checking each
+    object's MD5 against its ETag where the ETag is one (a single-part upload)."""
+    mirror.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=mirror))
+    try:
+        for key, etag in objects.items():
+            target = staging / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            body = client.get_object(Bucket=uri.bucket, Key=_key(uri, version, key))["Body"]
+            digest = hashlib.md5(usedforsecurity=False)
+            with target.open("wb") as file:
+                for chunk in body.iter_chunks(1 << 20):
+                    digest.update(chunk)
+                    file.write(chunk)
+            expected = etag.strip('"')
+            if "-" not in expected and digest.hexdigest() != expected:
+                raise StoreUnreachable(f"{uri}: {_key(uri, version, key)} arrived damaged")
+        (staging / IDENTITY_FILE).write_text(json.dumps(objects, sort_keys=True))
+        old = mirror / f".{version}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if (mirror / version).exists():
+            (mirror / version).rename(old)
+        staging.rename(mirror / version)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _key(uri: S3Uri, version: str, key: str) -> str:
+    return f"{uri.prefix}/{version}/{key}" if uri.prefix else f"{version}/{key}"
+
+
+def _identity(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return None

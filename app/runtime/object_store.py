@@ -65,9 +65,9 @@ class S3Uri:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-def sync(uri: S3Uri, mirror: Path, timeout: float) -> list[str]:
+def sync(uri: S3Uri, mirror: Path, timeout: float) -> None:
     """Mirror the store's version directories into ``mirror``: what changed, is new or is
-    gone. Returns the versions downloaded. Raises ``StoreUnreachable`` or ``StoreRefused``."""
+    gone. Raises ``StoreUnreachable`` or ``StoreRefused``."""
     import boto3
     import botocore.config
     import botocore.exceptions
@@ -81,11 +81,9 @@ def sync(uri: S3Uri, mirror: Path, timeout: float) -> list[str]:
         try:
             client = boto3.client("s3", config=config)
             versions = listed_versions(client, uri)
-            downloaded = []
             for version, objects in sorted(versions.items()):
                 if _identity(mirror / version) != objects:
                     download_version(client, uri, version, objects, mirror)
-                    downloaded.append(version)
         except botocore.exceptions.ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code in REFUSALS:
@@ -96,7 +94,6 @@ def sync(uri: S3Uri, mirror: Path, timeout: float) -> list[str]:
     for copy in mirror.iterdir() if mirror.is_dir() else ():
         if copy.is_dir() and copy.name not in versions:
             shutil.rmtree(copy, ignore_errors=True)
-    return downloaded
 
 
 def listed_versions(client, uri: S3Uri) -> dict[str, dict[str, str]]:

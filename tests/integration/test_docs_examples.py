@@ -196,3 +196,12 @@ def test_the_documented_metrics_are_the_exported_ones(servers):
         if family.name.startswith("model_server_")
     }
     assert exported == documented_metrics()
+
+
+def test_every_page_includes_its_examples_with_a_line_snippets_reads():
+    for page in (ROOT / "docs").rglob("*.md"):
+        text = page.read_text()
+        # A formatter once turned `--8<-- "x"` in a Python block into Python: `--8 < --"x"`.
+        assert not re.search(r"--8 *<(?!--)", text), f"{page}: an include snippets cannot read"
+        for name in re.findall(r'^--8<-- "(.+)"$', text, re.MULTILINE):
+            assert (EXAMPLES / name).is_file(), f"{page} includes {name}, which is missing"

@@ -87,12 +87,12 @@ model: install ## Train the default model only if $(MODEL_DIR) has no version ye
 
 .PHONY: serve
 serve: model ## Serve on $(HOST):$(PORT) with Gunicorn (set-up included)
-	exec $(BIN)/python -m app.serve
+	exec $(if $(and $(MODEL_REPOSITORY),$(filter file,$(origin MODEL_DIR))),env -u MODEL_DIR) $(BIN)/python -m app.serve
 
 .PHONY: reload
 reload: ## Move every worker of `make serve` to the newest model version, with no failed request
 	@pid=$$(cat $(GUNICORN_PIDFILE) 2>/dev/null); \
-	if [ -z "$$pid" ] || ! grep -qa gunicorn /proc/$$pid/cmdline 2>/dev/null; then \
+	if [ -z "$$pid" ] || ! cat /proc/$$pid/cmdline 2>/dev/null | tr '\0' '\n' | grep -qxE '(.*/)?gunicorn|gunicorn: master.*'; then \
 		echo "no server is running (no live Gunicorn at the pid in $(GUNICORN_PIDFILE))"; exit 1; \
 	fi; \
 	kill -HUP $$pid && echo "reloading Gunicorn master $$pid"
@@ -138,6 +138,7 @@ bench: model ## Benchmark the real server with wrk and h2load: benchmarks/*resul
 	$(BIN)/python -m benchmarks.image
 	$(BIN)/python -m benchmarks.slow_clients
 	$(BIN)/python -m benchmarks.grpc
+	$(BIN)/python -m benchmarks.repository
 
 .PHONY: loadtest
 loadtest: model ## Locust load test against a fresh server; report in reports/, fails on errors or slow p95

@@ -96,7 +96,7 @@ access_log_format = ACCESS_FORMAT
 
 def on_starting(server):
     """Load the model, or refuse to start with one line saying why."""
-    from app.core.serving import load_bundle
+    from app.core.serving import load_models
     from app.runtime.model import ModelLoadError
 
     if _settings.GRPC_PORT and not port_is_free(_settings.GRPC_BIND):
@@ -105,7 +105,7 @@ def on_starting(server):
         server.log.error("GRPC_PORT %s is in use (%s)", _settings.GRPC_PORT, _settings.GRPC_BIND)
         sys.exit(1)
     try:
-        load_bundle(server.app.wsgi())
+        load_models(server.app.wsgi())
     except ModelLoadError as error:
         # One line naming the path and the cause; no worker is ever forked.
         server.log.error("no servable model: %s", error)
@@ -131,7 +131,7 @@ def on_reload(server):
     ones, so the old workers serve on while the new version loads, and the
     new workers start with it already verified: no gap, however slow the load.
     """
-    from app.core.serving import load_bundle, serving_state
+    from app.core.serving import load_models, serving_state
     from app.runtime.model import ModelLoadError
 
     app = server.app.wsgi()
@@ -140,10 +140,13 @@ def on_reload(server):
     # previous reload left behind can be collected (else ~70 kB a reload stays).
     gc.unfreeze()
     try:
-        load_bundle(app)
+        load_models(app)
     except ModelLoadError as error:
-        kept = serving_state(app).bundle.version
-        server.log.error("reload failed, workers keep serving version %s: %s", kept.number, error)
+        kept = ", ".join(
+            f"{name} version {bundle.version.number}"
+            for name, bundle in serving_state(app).bundles.items()
+        )
+        server.log.error("reload failed, workers keep serving %s: %s", kept, error)
     gc.collect()
 
 

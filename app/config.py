@@ -79,6 +79,22 @@ def _object_store(environ):
     return uri
 
 
+def _repository(environ) -> Path | None:
+    """MODEL_REPOSITORY, checked against the one-model settings it replaces; None when unset."""
+    root = _path(environ, "MODEL_REPOSITORY", None)
+    if root is None:
+        return None
+    if environ["MODEL_REPOSITORY"].strip().startswith("s3://"):
+        raise ConfigError("MODEL_REPOSITORY from S3 is not supported yet; sync it to a directory")
+    clashing = [name for name in ONE_MODEL_SETTINGS if (environ.get(name) or "").strip()]
+    if clashing:
+        raise ConfigError(
+            f"MODEL_REPOSITORY serves every model under it by its directory's name: "
+            f"unset {', '.join(clashing)}"
+        )
+    return root
+
+
 def _model_uri(environ):
     """MODEL_URI parsed, with what serving from MLflow needs checked; None when unset."""
     text = (environ.get("MODEL_URI") or "").strip()
@@ -106,6 +122,8 @@ class Config:
 
     def __init__(self, environ=os.environ):
         self.MODEL_CACHE_DIR = _path(environ, "MODEL_CACHE_DIR", "model-cache")
+        # Every model under a root, each named by its directory (app/runtime/store.py).
+        self.MODEL_REPOSITORY = _repository(environ)
         # An s3:// MODEL_DIR is served from its mirror in the cache (app/runtime/object_store.py).
         self.MODEL_STORE = _object_store(environ)
         if self.MODEL_STORE:
@@ -118,6 +136,10 @@ class Config:
         pinned = _number(environ, "MODEL_VERSION", 0, int, minimum=0)
         self.MODEL_VERSION = pinned or None
         self.MODEL_URI = _model_uri(environ)
+        self.MAX_MODELS = _number(environ, "MAX_MODELS", 1000, int, minimum=1)
+        self.MAX_REPOSITORY_BYTES = _number(
+            environ, "MAX_REPOSITORY_BYTES", 8 * 1024**3, int, minimum=1
+        )
         self.MODEL_LOAD_TIMEOUT = _number(
             environ, "MODEL_LOAD_TIMEOUT", 60.0, float, minimum=0.1, maximum=3600
         )
@@ -211,5 +233,7 @@ def batch_seconds(config) -> float:
     return seconds / 2
 
 
+# What MODEL_REPOSITORY replaces: one model's source, name and pinned version.
+ONE_MODEL_SETTINGS = ("MODEL_DIR", "MODEL_URI", "MODEL_NAME", "MODEL_VERSION")
 BOOLEANS = ("true", "false", "1", "0", "yes", "no", "on", "off")
 TRUE = ("true", "1", "yes", "on")

@@ -37,10 +37,11 @@ IN_FLIGHT = Gauge(
     "HTTP requests being handled now, over all live workers.",
     multiprocess_mode="livesum",
 )
-# Its _sum is the number of instances predicted, its _count the /predict calls.
+# Its _sum is the number of instances predicted, its _count the inference calls.
 BATCH_SIZE = Histogram(
     "model_server_prediction_batch_size",
-    "Instances per /predict request.",
+    "Instances per inference request, by model.",
+    ["model"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
 )
 MODEL_LOAD_SECONDS = Histogram(

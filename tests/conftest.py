@@ -96,7 +96,7 @@ def watched_runner(model_dir: Path) -> ModelRunner:
 def serving_app(model_dir: Path, runner: ModelRunner, **config):
     """An app in test mode (and ``config``) whose worker state serves ``runner``."""
     app = create_app({"TESTING": True, "MODEL_DIR": model_dir, **config})
-    app.extensions["serving"].bundle = runner.bundle
+    app.extensions["serving"].bundles = {runner.name: runner.bundle}
     serve_runner(app, runner)
     app.config.update(config)  # Over what serve_runner derives (the body limit).
     return app

@@ -25,9 +25,9 @@ class Ready(MethodView):
     @blp.response(200, ReadySchema)
     @blp.alt_response(503, schema=ReadySchema, description="Model not loaded, or draining.")
     def get(self):
-        """200 once this worker's model is loaded and warmed up; 503 before and while draining"""
+        """200 once this worker's models are loaded and warmed up; 503 before and while draining"""
         state = serving_state(current_app)
-        runner = state.runner
+        runner = next(iter(state.runners.values()), None) if len(state.names) == 1 else None
         model = {"name": runner.name, "version": str(runner.number)} if runner else None
         if state.ready:
             return {"status": "ready", "model": model}

@@ -4,12 +4,14 @@ Health, server and model metadata, model readiness and ``infer``, as the
 protocol specifies them; errors are ``{"error": "..."}`` with the HTTP status.
 """
 
-from flask import current_app, g
+from flask import current_app, g, request
 from flask.views import MethodView
 from flask_smorest import abort
+from marshmallow import ValidationError
 
-from app.api.parser import OpenInferenceBlueprint
+from app.api.parser import OpenInferenceBlueprint, document_only, load_json, read_body
 from app.api.schemas import (
+    ModelStateSchema,
     OipInferRequestSchema,
     OipInferResponseSchema,
     OipLiveSchema,
@@ -18,6 +20,7 @@ from app.api.schemas import (
     OipReadySchema,
     OipServerMetadataSchema,
     ProtocolErrorSchema,
+    RepositoryIndexRequestSchema,
 )
 from app.core.inference import (
     InvalidInput,
@@ -28,7 +31,7 @@ from app.core.inference import (
     tensors_to_inputs,
 )
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
-from app.core.serving import serving_state
+from app.core.serving import model_states, serving_state
 from app.ops.json_provider import dumps
 from app.runtime.datatypes import DATATYPES
 
@@ -87,7 +90,7 @@ class ModelReady(MethodView):
     def get(self, name, version=None):
         """200 when the model (version) is ready for inference; 503 while draining"""
         runner = served_model(name, version)
-        ready = serving_state(current_app).ready
+        ready = serving_state(current_app).serves(runner.name)
         return {"name": runner.name, "ready": ready}, 200 if ready else 503
 
 
@@ -115,6 +118,22 @@ class ModelInfer(MethodView):
         except InvalidInput as error:
             abort(error.protocol_status, message=error.message, errors=error.errors)
         return infer_response(runner, body, outputs, wanted)
+
+
+@blp.route("/repository/index")
+class RepositoryIndex(MethodView):
+    @document_only(blp.arguments(RepositoryIndexRequestSchema(), required=False))
+    @blp.response(200, ModelStateSchema(many=True))
+    @blp.alt_response(400, schema=ProtocolErrorSchema, description="Not an index request.")
+    def post(self):
+        """The model repository's index: every model, its version and state, and why one is
+        unavailable (the protocol's model-repository extension; the body is optional)"""
+        raw = read_body(request)
+        try:
+            body = RepositoryIndexRequestSchema().load(load_json(raw) if raw.strip() else {})
+        except ValidationError as error:
+            abort(400, message="The request body is invalid", errors=error.messages)
+        return model_states(serving_state(current_app), ready_only=body["ready"])
 
 
 def raw_binary_request(compiled, size: int) -> dict:

@@ -34,6 +34,7 @@ def require_token():
 
 
 @blp.route("/predict")
+@blp.route("/predict/<segment:name>", endpoint="predict_named")
 class Predict(MethodView):
     @blp.doc(security=OPTIONAL_BEARER)
     @blp.arguments(PredictRequestSchema())
@@ -43,8 +44,13 @@ class Predict(MethodView):
     @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
-    def post(self, body):
-        """Predict one output per instance, in one vectorised call"""
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, body, name=None):
+        """Predict one output per instance, in one vectorised call
+
+        `/predict` uses the one model the server serves; `/predict/{name}` names it
+        (needed when a model repository serves several).
+        """
         runner = current_runner()
         try:
             outputs = infer(runner, body["instances"])

@@ -112,6 +112,45 @@ class ReadySchema(Schema):
     )
 
 
+class ModelStateSchema(Schema):
+    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    version = fields.String(
+        metadata={"description": "Served version; absent when unavailable.", "example": "1"}
+    )
+    state = fields.String(
+        metadata={
+            "description": "`READY`, or `UNAVAILABLE` when none of its versions loads.",
+            "example": "READY",
+        }
+    )
+    reason = fields.String(
+        metadata={"description": "Why it is unavailable; absent when ready.", "example": ""}
+    )
+
+
+class ModelListingSchema(Schema):
+    models = fields.List(
+        fields.Nested(ModelStateSchema),
+        metadata={
+            "description": "Every model of the repository, by name.",
+            "example": [{"name": "linear", "version": "1", "state": "READY"}],
+        },
+    )
+
+
+class RepositoryIndexRequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    repository_name = fields.String(
+        metadata={"description": "Ignored: this server has one repository.", "example": ""}
+    )
+    ready = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Only the models ready for inference.", "example": False},
+    )
+
+
 class ModelInfoSchema(Schema):
     name = fields.String(metadata={"description": "Model name.", "example": "linear"})
     version = fields.String(metadata={"description": "Served version.", "example": "1"})

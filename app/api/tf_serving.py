@@ -43,7 +43,7 @@ def served_model(name: str, version: str | None = None):
     return served_runner(
         name,
         version,
-        "Servable not found for request: Latest({name}); this server serves {served!r}",
+        "Servable not found for request: Latest({name}); this server serves {served}",
         "Servable not found for request: Specific({name}, {version}); version {served} is served",
     )
 
@@ -71,7 +71,7 @@ class ModelStatus(MethodView):
         # "name" and "ready" are KServe's v1 protocol, which its SDK reads from this path.
         return {
             "name": runner.name,
-            "ready": serving_state(current_app).ready,
+            "ready": serving_state(current_app).serves(runner.name),
             "model_version_status": [
                 {"version": str(runner.number), "state": "AVAILABLE", "status": status}
             ],

@@ -375,7 +375,7 @@ def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
         )
     named = {spec.name: output for spec, output in zip(compiled.outputs, outputs, strict=True)}
     batch = len(outputs[0])
-    BATCH_SIZE.observe(batch)
+    BATCH_SIZE.labels(runner.name).observe(batch)
     if runner.monitor:
         runner.monitor.observe(inputs)
     log_prediction(runner, inputs, named)

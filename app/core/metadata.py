@@ -4,7 +4,7 @@ Both of its adapters answer from here: REST ``/v2`` (app/api/open_inference.py)
 and gRPC (app/grpc/servicer.py).
 """
 
-from app.core.serving import served_runner
+from app.core.serving import MODEL_MISSING, served_runner
 from app.runtime.datatypes import DATATYPES
 
 SERVER_NAME = "model-server"
@@ -20,7 +20,7 @@ def served_model(name: str, version: str | None = None):
     return served_runner(
         name,
         version,
-        "Model {name!r} is not served; this server serves {served!r}.",
+        MODEL_MISSING,
         "Version {version!r} of model {name!r} is not served; version {served} is.",
     )
 

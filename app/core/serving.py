@@ -4,10 +4,10 @@ import logging
 import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from flask_smorest import abort
 
 from app.config import limits
@@ -15,7 +15,7 @@ from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 from app.ops.error_shape import cut
 from app.ops.monitoring import InputMonitor
 from app.runtime.input_profile import profiled_features
-from app.runtime.loader import load_newest, load_registered, load_synced
+from app.runtime.loader import load_newest, load_registered, load_repository, load_synced
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
@@ -23,18 +23,23 @@ log = logging.getLogger(__name__)
 prediction_log = logging.getLogger("app.predictions")
 # A sampled prediction's tensors are logged whole up to this many numbers each.
 LOGGED_NUMBERS = 1000
+# A request names a model this server does not serve.
+MODEL_MISSING = "Model {name!r} is not served; this server serves {served}."
 
 
 @dataclass
 class ServingState:
     """What this process serves; kept in ``app.extensions["serving"]``.
 
-    In the Gunicorn master only ``bundle`` is set: the verified version that
-    every worker it forks will serve. A worker builds ``runner`` from it.
+    In the Gunicorn master only ``bundles`` (and ``unavailable``) are set: the
+    verified versions every worker it forks will serve, by model name. A
+    worker builds ``runners`` from them.
     """
 
-    bundle: ModelBundle | None = None
-    runner: ModelRunner | None = None
+    bundles: dict[str, ModelBundle] = field(default_factory=dict)
+    # Repository models none of whose versions loaded, with why (MODEL_REPOSITORY).
+    unavailable: dict[str, str] = field(default_factory=dict)
+    runners: dict[str, ModelRunner] = field(default_factory=dict)
     draining: bool = False
     # How long a request body may take to arrive, as a context manager around
     # the read; only the gevent worker can bound a whole read (app/ops/worker.py).
@@ -42,61 +47,117 @@ class ServingState:
 
     @property
     def ready(self) -> bool:
-        """Whether this worker takes requests: its runtime is built and it is not draining."""
-        return self.runner is not None and not self.draining
+        """Whether this worker takes requests: every loaded model's runtime is built
+        and it is not draining."""
+        return bool(self.runners) and len(self.runners) == len(self.bundles) and not self.draining
+
+    def serves(self, name: str) -> bool:
+        """Whether model ``name`` is ready here: its runtime built, the worker not draining."""
+        return name in self.runners and not self.draining
 
     @property
-    def skipped(self) -> list[str]:
-        return self.bundle.skipped if self.bundle else []
+    def names(self) -> list[str]:
+        """Every model's name, served or unavailable, in order."""
+        return sorted(self.bundles.keys() | self.unavailable.keys())
 
 
 def serving_state(app: Flask) -> ServingState:
     return app.extensions["serving"]
 
 
-def load_bundle(app: Flask) -> ModelBundle:
-    """In the master: load the version to serve (and build its LiteRT runtime for the
-    workers to share), or raise ``ModelLoadError``.
+def load_models(app: Flask) -> None:
+    """In the master: load what to serve (building each LiteRT runtime for the workers to
+    share), or raise ``ModelLoadError`` when nothing can be served.
 
-    From the MLflow registry when MODEL_URI is set, else the newest loadable (or
-    the pinned) version under MODEL_DIR. On failure the bundle already held, if
-    any, stays: the server keeps serving it.
+    From MODEL_REPOSITORY every model under it, else the one model of
+    MODEL_URI (MLflow) or MODEL_DIR. A model that fails to load keeps the
+    version it served, if any: a reload never takes a working model down.
     """
     config, state = app.config, serving_state(app)
-    try:
-        if config["MODEL_URI"]:
-            # The cache stands in for the registry only at start: a reload keeps what serves.
-            bundle = load_registered(
-                config["MODEL_URI"],
-                config["MODEL_CACHE_DIR"],
-                (config["MODEL_LOAD_TIMEOUT"], config["MODEL_REGISTRY_TIMEOUT"]),
-                cache_allowed=state.bundle is None,
-                limits=limits(config),
-            )
-        elif config["MODEL_STORE"]:
-            bundle = load_synced(
-                config["MODEL_STORE"],
-                config["MODEL_DIR"],
-                config["MODEL_VERSION"],
-                (config["MODEL_LOAD_TIMEOUT"], config["MODEL_REGISTRY_TIMEOUT"]),
-                cache_allowed=state.bundle is None,
-                limits=limits(config),
-                name=config["MODEL_NAME"],
-            )
-        else:
-            bundle = load_newest(
-                config["MODEL_DIR"],
-                config["MODEL_VERSION"],
-                config["MODEL_LOAD_TIMEOUT"],
-                limits(config),
-                config["MODEL_NAME"],
-            )
-    except ModelLoadError as error:
-        # Every version tried failed, or the store could not be listed at all.
+    if config["MODEL_REPOSITORY"]:
+        load_repository_models(app)
+    else:
+        try:
+            bundle = load_model(config, cache_allowed=not state.bundles)
+        except ModelLoadError as error:
+            # Every version tried failed, or the store could not be listed at all.
+            MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
+            raise
+        state.bundles = {bundle.version.name: bundle}
+    for bundle in state.bundles.values():
+        bundle.share_runtime(config["LITERT_THREADS"])
+
+
+def load_model(config, cache_allowed: bool) -> ModelBundle:
+    """The one model: from the MLflow registry when MODEL_URI is set, else the newest
+    loadable (or the pinned) version under MODEL_DIR, local or in S3."""
+    timeouts = (config["MODEL_LOAD_TIMEOUT"], config["MODEL_REGISTRY_TIMEOUT"])
+    if config["MODEL_URI"]:
+        # The cache stands in for the registry only at start: a reload keeps what serves.
+        bundle = load_registered(
+            config["MODEL_URI"], config["MODEL_CACHE_DIR"], timeouts, cache_allowed, limits(config)
+        )
+    elif config["MODEL_STORE"]:
+        bundle = load_synced(
+            config["MODEL_STORE"],
+            config["MODEL_DIR"],
+            config["MODEL_VERSION"],
+            timeouts,
+            cache_allowed=cache_allowed,
+            limits=limits(config),
+            name=config["MODEL_NAME"],
+        )
+    else:
+        bundle = load_newest(
+            config["MODEL_DIR"],
+            config["MODEL_VERSION"],
+            config["MODEL_LOAD_TIMEOUT"],
+            limits(config),
+            config["MODEL_NAME"],
+        )
+    report_loaded(bundle)
+    return bundle
+
+
+def load_repository_models(app: Flask) -> None:
+    """Every model under MODEL_REPOSITORY; one that does not load is listed with why.
+
+    Raises ``ModelLoadError`` when the root cannot be listed, holds more than
+    MAX_MODELS, totals more than MAX_REPOSITORY_BYTES, or serves nothing.
+    """
+    config, state = app.config, serving_state(app)
+    root = config["MODEL_REPOSITORY"]
+    bundles, failed, ignored = load_repository(
+        root, config["MAX_MODELS"], config["MODEL_LOAD_TIMEOUT"], limits(config)
+    )
+    for bundle in bundles.values():
+        report_loaded(bundle)
+    for name in ignored:
+        log.warning("%s: model directory %s left out: its name is not URL-safe", root, name)
+    unavailable = {}
+    for name, error in failed.items():
         MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
-        raise
-    bundle.share_runtime(config["LITERT_THREADS"])
-    state.bundle = bundle
+        if name in state.bundles:
+            bundles[name] = state.bundles[name]
+            kept = bundles[name].version.number
+            log.error("model %s: reload failed, version %s serves on: %s", name, kept, error)
+        else:
+            unavailable[name] = str(error)
+            log.error("model %s is unavailable: %s", name, error, extra={"model": name})
+    total = sum(bundle.compiled.size_bytes for bundle in bundles.values())
+    if total > config["MAX_REPOSITORY_BYTES"]:
+        raise ModelLoadError(
+            f"{root}: its models' artifacts total {total:,} bytes, over "
+            f"MAX_REPOSITORY_BYTES={config['MAX_REPOSITORY_BYTES']:,}"
+        )
+    if not bundles:
+        reasons = "; ".join(f"{name}: {why}" for name, why in unavailable.items())
+        raise ModelLoadError(f"{root}: no model loads ({reasons or 'the repository is empty'})")
+    state.bundles, state.unavailable = bundles, unavailable
+
+
+def report_loaded(bundle: ModelBundle) -> None:
+    """Log a newly loaded version and count it, with the newer versions that did not load."""
     served_from = (bundle.registry or bundle.store or {}).get("served_from", "registry")
     if served_from not in ("registry", "store"):
         log.warning(
@@ -115,35 +176,39 @@ def load_bundle(app: Flask) -> ModelBundle:
         bundle.version.number,
         bundle.artifact_source,
         bundle.load_seconds,
-        extra={"model_version": bundle.version.number},
+        extra={"model": bundle.version.name, "model_version": bundle.version.number},
     )
-    return bundle
 
 
-def start_serving(app: Flask) -> ModelRunner:
-    """In a worker: build the runtime from the master's bundle; files are not read again.
+def start_serving(app: Flask) -> None:
+    """In a worker: build each model's runtime from the master's bundle; files are not
+    read again.
 
     The loader has done every step once already, so this takes milliseconds
-    and cannot fail where the loader passed.
+    a model and cannot fail where the loader passed.
     """
     state = serving_state(app)
-    runner = ModelRunner.build(state.bundle, app.config["LITERT_THREADS"], full_check=False)
-    serve_runner(app, runner)
-    log.info(
-        "serving model %s version %s with %s",
-        runner.name,
-        runner.number,
-        runner.runtime,
-        extra={"model_version": runner.number},
-    )
-    return runner
+    for bundle in state.bundles.values():
+        runner = ModelRunner.build(bundle, app.config["LITERT_THREADS"], full_check=False)
+        serve_runner(app, runner)
+        log.info(
+            "serving model %s version %s with %s",
+            runner.name,
+            runner.number,
+            runner.runtime,
+            extra={"model": runner.name, "model_version": runner.number},
+        )
 
 
 def serve_runner(app: Flask, runner: ModelRunner) -> None:
-    """Make ``runner`` this worker's: its input monitor, metrics and body limit."""
+    """Make ``runner`` one of this worker's: its input monitor, metrics and body limit
+    (the largest any served model takes)."""
     runner.monitor = input_monitor(runner)
-    app.config["MAX_CONTENT_LENGTH"] = runner.bundle.max_body_bytes
-    serving_state(app).runner = runner
+    state = serving_state(app)
+    state.runners[runner.name] = runner
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        served.bundle.max_body_bytes for served in state.runners.values()
+    )
     MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
 
 
@@ -197,28 +262,74 @@ def logged(array: np.ndarray):
     }
 
 
+def model_states(state: ServingState, ready_only: bool = False) -> list[dict]:
+    """Each model's name, served version and state, as the repository index lists them:
+    ``READY`` (``LOADING`` before a worker has built it), or ``UNAVAILABLE`` and why."""
+    models = []
+    for name in state.names:
+        if ready_only and name not in state.runners:
+            continue
+        if name in state.unavailable:
+            models.append({"name": name, "state": "UNAVAILABLE", "reason": state.unavailable[name]})
+        else:
+            version = str(state.bundles[name].version.number)
+            ready = "READY" if name in state.runners else "LOADING"
+            models.append({"name": name, "version": version, "state": ready})
+    return models
+
+
 def served_runner(
     name: str, version: str | None, model_missing: str, version_missing: str
 ) -> ModelRunner:
-    """This worker's runner when it serves ``name`` (and ``version``, if given); else 404.
+    """This worker's runner of model ``name`` (and ``version``, if given).
 
-    The messages are the protocol's, formatted with ``name``, ``version`` and ``served``.
+    Else 404 for a name or version not served, 400 for a repository model
+    that did not load (the protocol's UNAVAILABLE over gRPC), 503 before the
+    worker serves. The messages are the protocol's, formatted with ``name``,
+    ``version`` and ``served``.
     """
-    runner = current_runner()
-    if name != runner.name:
-        abort(404, message=model_missing.format(name=cut(name), served=runner.name))
+    state = serving_state(current_app)
+    runner = state.runners.get(name)
+    if runner is None:
+        if name in state.unavailable:
+            message = f"Model {name!r} is unavailable: {state.unavailable[name]}"
+            abort(400, message=message, unavailable=True)
+        if name in state.bundles:
+            not_loaded_yet()
+        abort(404, message=model_missing.format(name=cut(name), served=listed(state.names)))
     if version is not None and version != str(runner.number):
         message = version_missing.format(name=cut(name), version=cut(version), served=runner.number)
         abort(404, message=message)
     return runner
 
 
+def listed(names: list[str], shown: int = 5) -> str:
+    """Names quoted for a message, the first ``shown`` of them and how many more."""
+    quoted = ", ".join(repr(name) for name in names[:shown])
+    return quoted if len(names) <= shown else f"{quoted} and {len(names) - shown} more"
+
+
 def current_runner() -> ModelRunner:
-    """This worker's runner, or a 503 before it has one.
+    """The runner of the model a request names in its path (``/predict/<name>``), else of
+    the one model this server serves; 400 when it serves several and none is named.
 
     A draining worker still serves: only its readiness says it is leaving.
     """
+    name = (request.view_args or {}).get("name")
+    if name is not None:
+        return served_runner(name, None, MODEL_MISSING, "")
     state = serving_state(current_app)
-    if state.runner is None:
-        abort(503, message="The model is not loaded yet.", headers={"Retry-After": "1"})
-    return state.runner
+    if len(state.names) > 1:
+        abort(
+            400,
+            message=f"This server serves {len(state.names)} models ({listed(state.names)}): "
+            "name one in the path, as in /predict/<name> or /model/<name>.",
+        )
+    if not state.runners:
+        not_loaded_yet()
+    (runner,) = state.runners.values()
+    return runner
+
+
+def not_loaded_yet():
+    abort(503, message="The model is not loaded yet.", headers={"Retry-After": "1"})

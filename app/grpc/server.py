@@ -42,8 +42,8 @@ class GrpcServer:
             grpc_gevent.init_gevent()
         config = app.config
         limit = config["MAX_CONTENT_LENGTH"]
-        runner = serving_state(app).runner
-        largest_call = max(limit, largest_answer_bytes(runner))
+        runners = serving_state(app).runners.values()
+        largest_call = max(limit, *(largest_answer_bytes(runner) for runner in runners))
         idle_ms = config["GUNICORN_KEEPALIVE"] * 1000
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=CONCURRENT_CALLS),

@@ -30,7 +30,7 @@ from app.core.inference import (
     tensors_to_inputs,
 )
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
-from app.core.serving import serving_state
+from app.core.serving import model_states, serving_state
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.quota import MemoryQuota
@@ -113,8 +113,11 @@ def rpc(method):
             except CallError as error:
                 code, message = error.code, error.message
             except HTTPException as error:
+                data = getattr(error, "data", None) or {}
                 code = STATUS_CODES.get(error.code, grpc.StatusCode.INTERNAL)
-                message = (getattr(error, "data", None) or {}).get("message") or error.description
+                if data.get("unavailable"):  # A repository model that did not load.
+                    code = grpc.StatusCode.UNAVAILABLE
+                message = data.get("message") or error.description
             except Exception:
                 log.exception("gRPC %s failed", name)
                 code, message = grpc.StatusCode.INTERNAL, "Internal server error."
@@ -171,6 +174,7 @@ METHODS = {
     "ServerMetadata": pb.ServerMetadataRequest,
     "ModelMetadata": pb.ModelMetadataRequest,
     "ModelInfer": pb.ModelInferRequest,
+    "RepositoryIndex": pb.RepositoryIndexRequest,
 }
 
 
@@ -216,8 +220,8 @@ class OpenInferenceServicer:
 
     @rpc
     def ModelReady(self, request):
-        served_model(request.name, request.version or None)
-        return pb.ModelReadyResponse(ready=serving_state(self.app).ready)
+        runner = served_model(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=serving_state(self.app).serves(runner.name))
 
     @rpc
     def ServerMetadata(self, request):
@@ -250,6 +254,12 @@ class OpenInferenceServicer:
             response.outputs.add(name=spec.name, datatype=DATATYPES[spec.dtype], shape=array.shape)
             response.raw_output_contents.append(output_bytes(array, spec))
         return response
+
+    @rpc
+    def RepositoryIndex(self, request):
+        models = model_states(serving_state(self.app), ready_only=request.ready)
+        index = pb.RepositoryIndexResponse.ModelIndex
+        return pb.RepositoryIndexResponse(models=[index(**model) for model in models])
 
 
 def request_tensors(request) -> tuple[list[dict], bytes | None]:

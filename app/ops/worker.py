@@ -69,9 +69,13 @@ class ModelServerWorker(GeventWorker):
 
     @staticmethod
     def adopt(state) -> None:
-        """Give a worker's ``ServingState`` this worker's turns, thread and body deadline."""
-        state.runner.turns = InferenceTurns()
-        state.runner.offload = inference_thread()
+        """Give a worker's ``ServingState`` this worker's turns, thread and body deadline.
+
+        Its models share one turn and one thread: the CPU does one inference at a time.
+        """
+        turns, offload = InferenceTurns(), inference_thread()
+        for runner in state.runners.values():
+            runner.turns, runner.offload = turns, offload
         state.body_deadline = body_deadline
 
     @staticmethod

@@ -277,6 +277,13 @@ class CompiledModel:
         """Whether any input is refused beyond a valid range."""
         return any(spec.valid_range is not None for spec in self.inputs)
 
+    @cached_property
+    def size_bytes(self) -> int:
+        """Bytes the runtime loads: the flatbuffer, or the SavedModel's files."""
+        if self.runtime == "tensorflow":
+            return sum(len(data) for data in self.saved_model.values())
+        return len(self.flatbuffer)
+
     @property
     def file(self) -> str:
         """What the runtime runs: the flatbuffer's file, or the SavedModel's folder."""

@@ -12,6 +12,7 @@ import os
 import pickle
 import select
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -26,7 +27,7 @@ from app.runtime.artifact import ArtifactError
 from app.runtime.input_profile import ProfileError, profiled_features
 from app.runtime.limits import Limits
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
-from app.runtime.store import ModelVersion, StoreError, list_versions
+from app.runtime.store import ModelVersion, StoreError, list_models, list_versions
 
 DEFAULT_LIMITS = Limits()
 # Past ten messages about versions that did not load, the rest are counted as these.
@@ -240,6 +241,68 @@ def load_newest(
     error = ModelLoadError("; ".join(bounded(failures, NOT_LOADING)))
     error.failures = failures
     raise error
+
+
+def load_repository(
+    root: Path, max_models: int, timeout: float, limits: Limits = DEFAULT_LIMITS
+) -> tuple[dict[str, ModelBundle], dict[str, ModelLoadError], list[str]]:
+    """Every model under a repository root, each as ``load_newest`` loads a MODEL_DIR.
+
+    Returns the bundles that loaded by name, the error of each model none of
+    whose versions did, and the directories left out for their names. Raises
+    ``ModelLoadError`` when the root cannot be listed or holds too many models.
+    Models load side by side, one share per core, each share in a process
+    forked from this one (never from a thread: a fork in a threaded process
+    can inherit a lock another thread holds, and hang).
+    """
+    try:
+        models, ignored = run_with_deadline(list_models, timeout, root, max_models)
+    except LoadTimeout as error:
+        raise ModelLoadError(f"{root}: listing models {error}") from error
+    loaders = os.cpu_count() or 1
+    shares = [
+        share for share in (list(models.items())[i::loaders] for i in range(loaders)) if share
+    ]
+    loaded: dict[str, ModelBundle | ModelLoadError] = {}
+    with tempfile.TemporaryDirectory(prefix="model-server-load-") as scratch:
+        answers = [Path(scratch) / str(index) for index in range(len(shares))]
+        pids = [_fork_share(*job, timeout, limits) for job in zip(shares, answers, strict=True)]
+        for pid in pids:
+            # Each model's load has its own deadline in the share. On a reload,
+            # Gunicorn's SIGCHLD handler may have reaped the share already.
+            with suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        for share, answer in zip(shares, answers, strict=True):
+            if answer.exists():
+                with answer.open("rb") as file:
+                    loaded.update(pickle.load(file))
+            else:
+                died = "the loading process died without an answer"
+                loaded.update({name: ModelLoadError(died) for name, _ in share})
+    bundles = {name: value for name, value in loaded.items() if isinstance(value, ModelBundle)}
+    failed = {name: value for name, value in loaded.items() if not isinstance(value, ModelBundle)}
+    return bundles, failed, ignored
+
+
+def _fork_share(share: list, answer: Path, timeout: float, limits: Limits) -> int:
+    """Fork a process that loads each model of ``share`` and pickles the results into
+    ``answer``: ``{name: bundle or ModelLoadError}``."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        results = {}
+        for name, path in share:
+            try:
+                results[name] = load_newest(path, None, timeout, limits, name)
+            except ModelLoadError as error:
+                results[name] = error
+            except Exception as error:  # noqa: BLE001 - one model's failure is its own.
+                results[name] = ModelLoadError(f"{path}: {type(error).__name__}: {error}")
+        with answer.open("wb") as file:
+            pickle.dump(results, file)
+    finally:
+        os._exit(0)
 
 
 def load_synced(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,3 +136,27 @@ def next_version_number(model_dir: Path) -> int:
         return list_versions(model_dir)[0].number + 1
     except StoreError:
         return 1
+
+
+# A model's name, as an URL path segment and a gRPC field carry it unescaped.
+MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def list_models(root: Path | str, max_models: int) -> tuple[dict[str, Path], list[str]]:
+    """The model stores under a repository root, ``{name: <root>/<name>}`` by name, and the
+    directories left out because an URL cannot carry their names (as ``ascii()`` shows them).
+
+    Every sub-directory is a model, named by its directory, as in TensorFlow
+    Serving's and Triton's repositories; hidden ones (``.cache``) are not. More
+    than ``max_models`` refuses the whole repository: the bound keeps memory known.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise StoreError(f"{root}: model repository does not exist")
+    found = sorted(
+        child for child in root.iterdir() if child.is_dir() and not child.name.startswith(".")
+    )
+    if len(found) > max_models:
+        raise StoreError(f"{root}: {len(found)} models, over MAX_MODELS={max_models}")
+    models = {path.name: path for path in found if MODEL_NAME.fullmatch(path.name)}
+    return models, [ascii(path.name) for path in found if path.name not in models]

@@ -60,6 +60,14 @@ def triton_linear(target: str, values: list, headers: dict | None = None) -> dic
     return {**answer, "y": result.as_numpy("y").tolist(), "response": response}
 
 
+def triton_index(target: str, ready: bool = False) -> list:
+    """The model repository's index as tritonclient.grpc's defaults ask for it."""
+    import tritonclient.grpc as triton
+
+    index = triton.InferenceServerClient(target).get_model_repository_index(as_json=True)
+    return index.get("models", [])
+
+
 def triton_aio_multi(target: str, inputs: dict) -> dict:
     """Both outputs, then only ``total``, with tritonclient.grpc.aio."""
     import tritonclient.grpc.aio as triton_aio
@@ -201,6 +209,7 @@ CLIENTS = {
     function.__name__: function
     for function in (
         triton_linear,
+        triton_index,
         triton_aio_multi,
         kserve_multi,
         triton_typed,

@@ -80,16 +80,19 @@ class ServiceProcess:
 class GunicornServer:
     """One Gunicorn master and its workers, started and stopped (by pid) by us."""
 
-    def __init__(self, model_dir: Path, log_path: Path, workers: int = 2, **env):
+    def __init__(self, model_dir: Path | None, log_path: Path, workers: int = 2, **env):
+        """``model_dir`` None: the server's own source, given in ``env`` (MODEL_REPOSITORY)."""
         self.workers = workers
         self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         self.metrics_dir = log_path.parent / "metrics"
+        # MODEL_DIR from the caller only, never from the environment the tests run in.
+        source = {"MODEL_DIR": str(model_dir)} if model_dir is not None else {}
         environ = {
-            **os.environ,
-            "MODEL_DIR": str(model_dir),
+            **{key: value for key, value in os.environ.items() if key != "MODEL_DIR"},
+            **source,
             "WEB_CONCURRENCY": str(workers),
             "HOST": "127.0.0.1",
             "PORT": str(self.port),

@@ -348,18 +348,28 @@ def test_a_model_file_that_blocks_at_start_is_a_refusal_after_the_load_timeout(s
     assert "MODEL_LOAD_TIMEOUT=1 s" in error and "Traceback" not in server.output()
 
 
-@pytest.mark.parametrize("pidfile", ["missing", "stale"])
+@pytest.mark.parametrize("pidfile", ["missing", "stale", "gunicorn-in-its-arguments"])
 def test_make_reload_without_a_running_server_says_so(tmp_path, pidfile):
     path = tmp_path / "gunicorn.pid"
-    if pidfile == "stale":
-        path.write_text(f"{os.getpid()}\n")  # A live process, but not a Gunicorn.
-    result = subprocess.run(
-        ["make", "--no-print-directory", "reload", f"GUNICORN_PIDFILE={path}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
+    # A live process, but not a Gunicorn; the last one names a file test_gunicorn.py, as
+    # `pytest tests/integration/test_gunicorn.py` does (it was sent the SIGHUP).
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "test_gunicorn.py"]
     )
+    if pidfile != "missing":
+        path.write_text(f"{os.getpid() if pidfile == 'stale' else sleeper.pid}\n")
+    try:
+        result = subprocess.run(
+            ["make", "--no-print-directory", "reload", f"GUNICORN_PIDFILE={path}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert sleeper.poll() is None, "a process that is not Gunicorn was signalled"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     assert result.returncode != 0
     assert result.stdout.startswith("no server is running")
     assert "usage" not in result.stderr and "No such file" not in result.stderr

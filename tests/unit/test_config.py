@@ -163,3 +163,13 @@ def test_the_documented_defaults_are_the_codes():
             assert actual == written, f"{name}: the code has {actual}, the docs {written}"
             checked += 1
     assert checked >= 15, f"only {checked} defaults were checked"
+
+
+def test_a_repository_replaces_the_one_model_settings():
+    config = Config({"MODEL_REPOSITORY": "repo", "MAX_MODELS": "5"})
+    assert config.MODEL_REPOSITORY == Path("repo") and config.MAX_MODELS == 5
+    for clashing in ("MODEL_DIR", "MODEL_URI", "MODEL_NAME", "MODEL_VERSION"):
+        with pytest.raises(ConfigError, match=f"unset {clashing}"):
+            Config({"MODEL_REPOSITORY": "repo", clashing: "1"})
+    with pytest.raises(ConfigError, match="S3 is not supported yet"):
+        Config({"MODEL_REPOSITORY": "s3://bucket/models"})

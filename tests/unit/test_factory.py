@@ -16,7 +16,7 @@ def test_config_overrides_apply():
 
 def test_a_fresh_app_has_no_model_until_one_is_loaded():
     app = create_app()
-    assert app.extensions["serving"].runner is None
+    assert app.extensions["serving"].runners == {}
     assert app.test_client().get("/health/ready").status_code == 503
 
 

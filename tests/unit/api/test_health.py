@@ -2,7 +2,7 @@
 
 
 def test_live_answers_200_even_without_a_model(app, client):
-    app.extensions["serving"].runner = None
+    app.extensions["serving"].runners = {}
     assert client.get("/health/live").json == {"status": "alive"}
 
 
@@ -13,7 +13,7 @@ def test_ready_names_the_served_model(client):
 
 
 def test_ready_is_503_until_the_model_is_loaded(app, client):
-    app.extensions["serving"].runner = None
+    app.extensions["serving"].runners = {}
     response = client.get("/health/ready")
     assert response.status_code == 503
     assert response.json["status"] == "loading"

@@ -28,5 +28,5 @@ def test_metadata_json_cannot_write_is_shown_not_a_500(app, client, runner):
 
 
 def test_model_is_503_without_a_model(app, client):
-    app.extensions["serving"].runner = None
+    app.extensions["serving"].runners = {}
     assert client.get("/model").status_code == 503

@@ -23,7 +23,7 @@ def test_server_metadata_and_health(client):
 
 
 def test_readiness_is_503_without_a_model(app, client):
-    app.extensions["serving"].runner = None
+    app.extensions["serving"].runners = {}
     response = client.get("/v2/health/ready")
     assert response.status_code == 503 and response.json == {"ready": False}
 

@@ -38,7 +38,7 @@ def test_a_batch_over_the_limit_is_refused_with_413(app, client):
 
 
 def test_without_a_model_predict_answers_503(app, client):
-    app.extensions["serving"].runner = None
+    app.extensions["serving"].runners = {}
     response = predict(client, {"instances": [1]})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 
 import keras
 import pytest
@@ -232,3 +233,18 @@ def test_an_ambiguous_version_is_skipped_with_the_reason_and_every_failure_count
         bundle.failure_count == 11 and bundle.skipped[-1] == "and 1 more versions that do not load"
     )
     assert any("both name version 2" in message for message in bundle.skipped)
+
+
+def test_a_repository_loads_every_model_and_keeps_each_failure_to_its_own(model_dir, tmp_path):
+    for name in ("a", "b", "c"):
+        shutil.copytree(model_dir, tmp_path / name)
+    (tmp_path / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "broken" / "1" / "metadata.json").write_text("not JSON")
+    make_blocking(tmp_path / "c" / "1")  # Hangs as on a dead file system: past its deadline.
+    bundles, failed, ignored = loader.load_repository(tmp_path, 10, timeout=2)
+    assert sorted(bundles) == ["a", "b"] and ignored == []
+    assert bundles["a"].version.name == "a" and bundles["a"].version.number == 1
+    assert "unreadable metadata" in str(failed["broken"])
+    assert "MODEL_LOAD_TIMEOUT" in str(failed["c"])
+    with pytest.raises(ModelLoadError, match="over MAX_MODELS=3"):
+        loader.load_repository(tmp_path, 3, timeout=2)

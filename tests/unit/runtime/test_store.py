@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from app.runtime.store import StoreError, list_versions, next_version_number
+from app.runtime.store import StoreError, list_models, list_versions, next_version_number
 
 
 def make_version(root, name, files=("model.keras",)):
@@ -143,3 +143,21 @@ def test_metadata_that_is_not_a_regular_file_is_an_error_without_reading_it(tmp_
         (path / "metadata.json").mkdir()
     with pytest.raises(StoreError, match="not a regular file"):
         list_versions(tmp_path)[0].read_metadata()
+
+
+def test_a_repository_lists_each_model_directory_by_name(tmp_path):
+    for name in ("b", "a", ".cache", "bad name", "ok-1.2_x"):
+        make_version(tmp_path / name, "1")
+    (tmp_path / "notes.txt").write_text("a file, not a model")
+    models, ignored = list_models(tmp_path, max_models=10)
+    assert models == {name: tmp_path / name for name in ("a", "b", "ok-1.2_x")}
+    assert ignored == ["'bad name'"]
+
+
+def test_a_repository_over_max_models_or_missing_is_refused(tmp_path):
+    for name in ("a", "b", "c"):
+        make_version(tmp_path / name, "1")
+    with pytest.raises(StoreError, match="3 models, over MAX_MODELS=2"):
+        list_models(tmp_path, max_models=2)
+    with pytest.raises(StoreError, match="does not exist"):
+        list_models(tmp_path / "nothing", max_models=2)

@@ -142,9 +142,11 @@ def on_reload(server):
     try:
         load_models(app)
     except ModelLoadError as error:
-        kept = ", ".join(
-            f"{name} version {bundle.version.number}"
-            for name, bundle in serving_state(app).bundles.items()
+        bundles = list(serving_state(app).bundles.values())
+        kept = (
+            f"version {bundles[0].version.number}"
+            if len(bundles) == 1
+            else f"their {len(bundles)} models"
         )
         server.log.error("reload failed, workers keep serving %s: %s", kept, error)
     gc.collect()

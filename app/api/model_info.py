@@ -4,16 +4,32 @@ from flask import current_app
 from flask.views import MethodView
 
 from app.api.parser import Blueprint
-from app.api.schemas import ModelInfoSchema, ModelListingSchema
+from app.api.schemas import ModelInfoSchema
 from app.core.serving import current_runner, model_states, serving_state
 
 blp = Blueprint("model", __name__, description="The served models.")
 
 
+# With several models, /model answers their listing: either shape is documented.
+LISTING = {
+    "type": "object",
+    "required": ["models"],
+    "additionalProperties": False,
+    "properties": {
+        "models": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/ModelState"},
+            "description": "Every model of the repository, by name.",
+        }
+    },
+}
+ONE_OR_LISTING = {"anyOf": [{"$ref": "#/components/schemas/ModelInfo"}, LISTING]}
+
+
 @blp.route("/model")
 class ModelInfo(MethodView):
     @blp.response(200, ModelInfoSchema)
-    @blp.alt_response(200, schema=ModelListingSchema, description="When several models serve.")
+    @blp.doc(responses={"200": {"content": {"application/json": {"schema": ONE_OR_LISTING}}}})
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self):
         """The served model's name, version, runtime and training metadata; the listing of
@@ -21,9 +37,7 @@ class ModelInfo(MethodView):
         state = serving_state(current_app)
         if len(state.names) > 1:
             # A Response passes flask-smorest's serializer by; the listing is its own shape.
-            return current_app.json.response(
-                ModelListingSchema().dump({"models": model_states(state)})
-            )
+            return current_app.json.response({"models": model_states(state)})
         return model_info(current_runner())
 
 

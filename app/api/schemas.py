@@ -128,14 +128,13 @@ class ModelStateSchema(Schema):
     )
 
 
-class ModelListingSchema(Schema):
-    models = fields.List(
-        fields.Nested(ModelStateSchema),
-        metadata={
-            "description": "Every model of the repository, by name.",
-            "example": [{"name": "linear", "version": "1", "state": "READY"}],
-        },
-    )
+class JsonBoolean(fields.Boolean):
+    """JSON's true or false only: marshmallow's Boolean also takes 1, "yes" and "on"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class RepositoryIndexRequestSchema(Schema):
@@ -145,7 +144,7 @@ class RepositoryIndexRequestSchema(Schema):
     repository_name = fields.String(
         metadata={"description": "Ignored: this server has one repository.", "example": ""}
     )
-    ready = fields.Boolean(
+    ready = JsonBoolean(
         load_default=False,
         metadata={"description": "Only the models ready for inference.", "example": False},
     )

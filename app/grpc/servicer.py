@@ -220,8 +220,11 @@ class OpenInferenceServicer:
 
     @rpc
     def ModelReady(self, request):
+        state = serving_state(self.app)
+        if request.name in state.unavailable:  # Known, but not ready: as Triton answers.
+            return pb.ModelReadyResponse(ready=False)
         runner = served_model(request.name, request.version or None)
-        return pb.ModelReadyResponse(ready=serving_state(self.app).serves(runner.name))
+        return pb.ModelReadyResponse(ready=state.serves(runner.name))
 
     @rpc
     def ServerMetadata(self, request):

@@ -109,6 +109,13 @@ def test_a_broken_model_is_listed_with_its_reason_and_the_others_serve(repositor
     assert requests.get(f"{url}/v2/models/broken/ready", timeout=5).status_code == 400
     refused = requests.post(f"{url}/v2/models/broken/infer", json={"inputs": []}, timeout=5)
     assert refused.status_code == 400 and "unavailable" in refused.json()["error"]
+    ready = oip_call(
+        repository_server.grpc_target,
+        "ModelReady",
+        pb.ModelReadyRequest(name="broken"),
+        pb.ModelReadyResponse,
+    )
+    assert ready.ready is False
     with pytest.raises(grpc.RpcError) as error:
         infer(repository_server, pb.ModelInferRequest(model_name="broken"))
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -27,7 +27,7 @@ class Ready(MethodView):
     def get(self):
         """200 once this worker's models are loaded and warmed up; 503 before and while draining"""
         state = serving_state(current_app)
-        runner = next(iter(state.runners.values()), None) if len(state.names) == 1 else None
+        runner = next(iter(state.runners.values()), None) if not state.several else None
         model = {"name": runner.name, "version": str(runner.number)} if runner else None
         if state.ready:
             return {"status": "ready", "model": model}

@@ -35,7 +35,7 @@ class ModelInfo(MethodView):
         """The served model's name, version, runtime and training metadata; the listing of
         every model when a repository serves several"""
         state = serving_state(current_app)
-        if len(state.names) > 1:
+        if state.several:
             # A Response passes flask-smorest's serializer by; the listing is its own shape.
             return current_app.json.response({"models": model_states(state)})
         return model_info(current_runner())

@@ -56,6 +56,11 @@ class ServingState:
         return name in self.runners and not self.draining
 
     @property
+    def several(self) -> bool:
+        """Whether more than one model is served or listed (a model is in one dict only)."""
+        return len(self.bundles) + len(self.unavailable) > 1
+
+    @property
     def names(self) -> list[str]:
         """Every model's name, served or unavailable, in order."""
         return sorted(self.bundles.keys() | self.unavailable.keys())
@@ -80,12 +85,16 @@ def load_models(app: Flask) -> None:
         try:
             bundle = load_model(config, cache_allowed=not state.bundles)
         except ModelLoadError as error:
-            # Every version tried failed, or the store could not be listed at all.
-            MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
+            count_failures(error)
             raise
         state.bundles = {bundle.version.name: bundle}
     for bundle in state.bundles.values():
         bundle.share_runtime(config["LITERT_THREADS"])
+
+
+def count_failures(error: ModelLoadError) -> None:
+    """Count every version that failed, or one when the store could not be listed at all."""
+    MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
 
 
 def load_model(config, cache_allowed: bool) -> ModelBundle:
@@ -136,7 +145,7 @@ def load_repository_models(app: Flask) -> None:
         log.warning("%s: model directory %s left out: its name is not URL-safe", root, name)
     unavailable = {}
     for name, error in failed.items():
-        MODEL_LOAD_FAILURES.inc(len(getattr(error, "failures", ())) or 1)
+        count_failures(error)
         if name in state.bundles:
             bundles[name] = state.bundles[name]
             kept = bundles[name].version.number
@@ -319,7 +328,7 @@ def current_runner() -> ModelRunner:
     if name is not None:
         return served_runner(name, None, MODEL_MISSING, "")
     state = serving_state(current_app)
-    if len(state.names) > 1:
+    if state.several:
         abort(
             400,
             message=f"This server serves {len(state.names)} models ({listed(state.names)}): "

@@ -96,6 +96,7 @@ access_log_format = ACCESS_FORMAT
 
 def on_starting(server):
     """Load the model, or refuse to start with one line saying why."""
+    from app.core import control
     from app.core.serving import load_models
     from app.runtime.model import ModelLoadError
 
@@ -104,8 +105,11 @@ def on_starting(server):
         # share it with another server: never, so it must be free at start.
         server.log.error("GRPC_PORT %s is in use (%s)", _settings.GRPC_PORT, _settings.GRPC_BIND)
         sys.exit(1)
+    app = server.app.wsgi()
     try:
-        load_models(server.app.wsgi())
+        with control.master_lock(app):
+            load_models(app, control.load_names(app))
+            control.publish(app)
     except ModelLoadError as error:
         # One line naming the path and the cause; no worker is ever forked.
         server.log.error("no servable model: %s", error)
@@ -131,6 +135,7 @@ def on_reload(server):
     ones, so the old workers serve on while the new version loads, and the
     new workers start with it already verified: no gap, however slow the load.
     """
+    from app.core import control
     from app.core.serving import load_models, serving_state
     from app.runtime.model import ModelLoadError
 
@@ -139,16 +144,19 @@ def on_reload(server):
     # pre_fork froze every object before the last fork; unfrozen, what the
     # previous reload left behind can be collected (else ~70 kB a reload stays).
     gc.unfreeze()
-    try:
-        load_models(app)
-    except ModelLoadError as error:
-        bundles = list(serving_state(app).bundles.values())
-        kept = (
-            f"version {bundles[0].version.number}"
-            if len(bundles) == 1
-            else f"their {len(bundles)} models"
-        )
-        server.log.error("reload failed, workers keep serving %s: %s", kept, error)
+    with control.master_lock(app):
+        try:
+            load_models(app, control.load_names(app))
+        except ModelLoadError as error:
+            bundles = list(serving_state(app).bundles.values())
+            kept = (
+                f"version {bundles[0].version.number}"
+                if len(bundles) == 1
+                else f"their {len(bundles)} models"
+            )
+            server.log.error("reload failed, workers keep serving %s: %s", kept, error)
+        else:
+            control.publish(app)
     gc.collect()
 
 
@@ -174,6 +182,7 @@ def post_worker_init(worker):
     so a load balancer sees it leave before it stops accepting; in-flight
     requests and calls then get Gunicorn's graceful timeout.
     """
+    from app.core import control
     from app.core.serving import serving_state, start_serving
 
     start_serving(worker.wsgi)
@@ -181,6 +190,8 @@ def post_worker_init(worker):
     if hasattr(worker, "adopt"):  # app/ops/worker.py's gevent worker: its turns, deadlines, timers
         worker.adopt(state)
         call_later = worker.call_later
+        if control.explicit(worker.wsgi):
+            keep_up(worker.wsgi, call_later)
     else:
         call_later = lambda seconds, function: threading.Timer(seconds, function).start()  # noqa: E731
     worker.grpc_server = None
@@ -224,6 +235,22 @@ def post_worker_init(worker):
         call_later(_settings.DRAIN_SECONDS, stop)
 
     signal.signal(signal.SIGTERM, drain)
+
+
+def keep_up(app, call_later):
+    """Take up the loads and unloads answered since the master's set, now and while idle.
+
+    Every request does so first anyway (app/core/control.py); this spares the
+    first one after a load the time, and an idle worker the memory.
+    """
+    from app.core import control
+
+    def poll():
+        with app.app_context():
+            control.catch_up(app)
+        call_later(control.IDLE_POLL_SECONDS, poll)
+
+    poll()
 
 
 def worker_exit(server, worker):

@@ -95,6 +95,20 @@ def _repository(environ) -> Path | None:
     return root
 
 
+def _model_load(environ, mode: str, root: Path | None) -> set[str] | None:
+    """MODEL_LOAD: the models an explicit-mode start loads, by name (None: all of them)."""
+    if mode == "explicit" and root is None:
+        raise ConfigError("MODEL_CONTROL_MODE=explicit loads models from MODEL_REPOSITORY: set it")
+    text = environ.get("MODEL_LOAD")
+    if text is None or text.strip() == "*":
+        return None
+    if mode != "explicit":
+        raise ConfigError(
+            "MODEL_LOAD names the models an explicit start loads: set MODEL_CONTROL_MODE=explicit"
+        )
+    return {name.strip() for name in text.split(",") if name.strip()}
+
+
 def _model_uri(environ):
     """MODEL_URI parsed, with what serving from MLflow needs checked; None when unset."""
     text = (environ.get("MODEL_URI") or "").strip()
@@ -124,6 +138,12 @@ class Config:
         self.MODEL_CACHE_DIR = _path(environ, "MODEL_CACHE_DIR", "model-cache")
         # Every model under a root, each named by its directory (app/runtime/store.py).
         self.MODEL_REPOSITORY = _repository(environ)
+        # poll: the repository's models, read again on a reload; explicit: only those
+        # MODEL_LOAD names at start, then load and unload calls (app/core/control.py).
+        self.MODEL_CONTROL_MODE = _choice(
+            environ, "MODEL_CONTROL_MODE", "poll", ("poll", "explicit")
+        )
+        self.MODEL_LOAD = _model_load(environ, self.MODEL_CONTROL_MODE, self.MODEL_REPOSITORY)
         # An s3:// MODEL_DIR is served from its mirror in the cache (app/runtime/object_store.py).
         self.MODEL_STORE = _object_store(environ)
         if self.MODEL_STORE:

@@ -5,7 +5,8 @@ Prints the repository rows of the model-repository issue's table: launch to
 ready, the whole server's PSS, `/v2` inference on one of the 100 against a
 one-model server (wrk, 16 connections, alternating passes), a new
 MobileNetV3Small picked up by a reload while others serve (worst probe,
-failed requests), and a start with one broken model among 100.
+failed requests), the same by an explicit load call, and a start with one broken
+model among 100.
 """
 
 import argparse
@@ -66,32 +67,50 @@ def infer_script(directory: Path) -> Path:
     return path
 
 
-def reload_with_new_model(server: GunicornServer, root: Path, mobilenet: Path) -> dict:
-    """Add a MobileNet, SIGHUP, and watch probes and a request stream until every worker
-    serves it."""
+def add_under_traffic(server: GunicornServer, root: Path, mobilenet: Path, add) -> dict:
+    """Copy a MobileNet into the root, ``add()`` it (a SIGHUP, or a load call), and watch
+    probes and a request stream until every worker serves it."""
     path = f"/v2/models/{MEASURED}/infer"
     body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
+
+    def everywhere() -> bool:
+        answers = [
+            requests.get(f"{server.url}/v2/models/mobilenet-new/ready", timeout=5)
+            for _ in range(10)
+        ]
+        return all(answer.status_code == 200 for answer in answers)
+
     with RequestStream(server.url, path, body) as stream, ProbeStream(server.url) as probes:
         wait_for(lambda: len(stream.versions) > 20)
         shutil.copytree(mobilenet, root / "mobilenet-new")
         started = time.monotonic()
-        server.process.send_signal(signal.SIGHUP)
-
-        def everywhere() -> bool:
-            answers = [
-                requests.get(f"{server.url}/v2/models/mobilenet-new/ready", timeout=5)
-                for _ in range(10)
-            ]
-            return all(answer.status_code == 200 for answer in answers)
-
+        add()
+        answered = time.monotonic() - started
+        at_answer = everywhere()
         wait_for(everywhere, timeout=120, interval=0.2)
         seconds = time.monotonic() - started
+        count = len(stream.versions)
+        wait_for(lambda: len(stream.versions) > count + 20)
+    shutil.rmtree(root / "mobilenet-new")
     return {
+        "answered": answered,
+        "at_answer": at_answer,
         "seconds": seconds,
         "worst_probe_s": probes.slowest,
         "failed": len(stream.failures) + len(probes.failures),
         "requests": len(stream.versions),
     }
+
+
+def explicit_load(server: GunicornServer, root: Path, mobilenet: Path) -> dict:
+    """The same by a load call on an explicit-mode server: in force on every worker at
+    the answer."""
+
+    def load():
+        url = f"{server.url}/v2/repository/models/mobilenet-new/load"
+        requests.post(url, timeout=120).raise_for_status()
+
+    return add_under_traffic(server, root, mobilenet, load)
 
 
 def main(argv=None) -> int:
@@ -131,7 +150,8 @@ def main(argv=None) -> int:
                     f"{', '.join(f'{r:.2f}' for r in ratios)})",
                 )
             )
-            reload = reload_with_new_model(server, root, root / "mobilenet-0")
+            hup = lambda: server.process.send_signal(signal.SIGHUP)  # noqa: E731
+            reload = add_under_traffic(server, root, root / "mobilenet-0", hup)
             rows.append(
                 (
                     "a new MobileNetV3Small by reload while others serve: worst probe, "
@@ -144,7 +164,23 @@ def main(argv=None) -> int:
             server.stop()
             if single:
                 single.stop()
-        shutil.rmtree(root / "mobilenet-new", ignore_errors=True)
+        server, _ = launch(
+            scratch / "explicit" / "server.log",
+            MODEL_REPOSITORY=root,
+            MODEL_CONTROL_MODE="explicit",
+        )
+        try:
+            load = explicit_load(server, root, root / "mobilenet-0")
+        finally:
+            server.stop()
+        rows.append(
+            (
+                "the same by an explicit load call: answer, worst probe, failed requests",
+                f"answered in {load['answered']:.2f} s, served by every worker at the answer: "
+                f"{'yes' if load['at_answer'] else 'no'}; {load['worst_probe_s'] * 1000:.0f} ms, "
+                f"{load['failed']} of {load['requests']}",
+            )
+        )
         shutil.rmtree(root / "model-000")
         (root / "model-000" / "1").mkdir(parents=True)
         (root / "model-000" / "1" / "metadata.json").write_text("not JSON")

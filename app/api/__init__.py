@@ -13,6 +13,7 @@ from flask_smorest import Api
 
 from app.api import health, metrics, model_info, open_inference, predict, tf_serving
 from app.api.parser import SegmentConverter
+from app.core import control
 
 SEGMENT_SCHEMA = {"type": "string", "pattern": "^[^/:]+$"}
 
@@ -31,6 +32,9 @@ def register_blueprints(app: Flask, api: Api) -> None:
     app.url_map.converters["segment"] = SegmentConverter
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    if control.explicit(app):
+        # Before any route: a worker takes up a load or unload another one answered.
+        app.before_request(lambda: control.catch_up(app))
     if app.config["API_TOKEN"]:
         # Only when a token is set: an open server pays nothing per request. Every
         # inference route needs it; health, metadata and metrics stay open for probes.

@@ -33,9 +33,9 @@ class ModelInfo(MethodView):
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self):
         """The served model's name, version, runtime and training metadata; the listing of
-        every model when a repository serves several"""
+        every model when a repository serves several (or none)"""
         state = serving_state(current_app)
-        if state.several:
+        if state.several or not state.names:
             # A Response passes flask-smorest's serializer by; the listing is its own shape.
             return current_app.json.response({"models": model_states(state)})
         return model_info(current_runner())

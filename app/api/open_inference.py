@@ -21,7 +21,12 @@ from app.api.schemas import (
     OipServerMetadataSchema,
     ProtocolErrorSchema,
     RepositoryIndexRequestSchema,
+    RepositoryLoadRequestSchema,
+    RepositoryLoadSchema,
+    RepositoryUnloadRequestSchema,
+    RepositoryUnloadSchema,
 )
+from app.core import control
 from app.core.inference import (
     InvalidInput,
     check_requested_outputs,
@@ -31,7 +36,7 @@ from app.core.inference import (
     tensors_to_inputs,
 )
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
-from app.core.serving import model_states, serving_state
+from app.core.serving import serving_state
 from app.ops.json_provider import dumps
 from app.runtime.datatypes import DATATYPES
 
@@ -128,12 +133,56 @@ class RepositoryIndex(MethodView):
     def post(self):
         """The model repository's index: every model, its version and state, and why one is
         unavailable (the protocol's model-repository extension; the body is optional)"""
-        raw = read_body(request)
-        try:
-            body = RepositoryIndexRequestSchema().load(load_json(raw) if raw.strip() else {})
-        except ValidationError as error:
-            abort(400, message="The request body is invalid", errors=error.messages)
-        return model_states(serving_state(current_app), ready_only=body["ready"])
+        body = optional_body(RepositoryIndexRequestSchema())
+        return control.index(current_app, ready_only=body["ready"])
+
+
+@blp.route("/repository/models/<segment:name>/load")
+class RepositoryModelLoad(MethodView):
+    @document_only(blp.arguments(RepositoryLoadRequestSchema(), required=False))
+    @blp.response(200, RepositoryLoadSchema)
+    @blp.alt_response(400, schema=ProtocolErrorSchema, description="Not loaded, with why.")
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Not in the repository.")
+    @blp.alt_response(503, schema=ProtocolErrorSchema, description="Another load is running.")
+    def post(self, name):
+        """Load a model from the repository, or its newest version if it serves: every
+        worker serves it before the answer (MODEL_CONTROL_MODE=explicit)"""
+        optional_body(RepositoryLoadRequestSchema())
+        controlled(control.load, name)
+        return {"name": name, "load": True}
+
+
+@blp.route("/repository/models/<segment:name>/unload")
+class RepositoryModelUnload(MethodView):
+    @document_only(blp.arguments(RepositoryUnloadRequestSchema(), required=False))
+    @blp.response(200, RepositoryUnloadSchema)
+    @blp.alt_response(400, schema=ProtocolErrorSchema, description="Not in explicit mode.")
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Not loaded.")
+    @blp.alt_response(503, schema=ProtocolErrorSchema, description="Another load is running.")
+    def post(self, name):
+        """Stop serving a model: no worker serves it after the answer
+        (MODEL_CONTROL_MODE=explicit)"""
+        optional_body(RepositoryUnloadRequestSchema())
+        controlled(control.unload, name)
+        return {"name": name, "unload": True}
+
+
+def optional_body(schema) -> dict:
+    """The body loaded by ``schema``; an empty body reads as ``{}``."""
+    raw = read_body(request)
+    try:
+        return schema.load(load_json(raw) if raw.strip() else {})
+    except ValidationError as error:
+        abort(400, message="The request body is invalid", errors=error.messages)
+
+
+def controlled(action, name: str) -> None:
+    """Run a load or unload; a refusal answers its status and why."""
+    try:
+        action(current_app, name)
+    except control.ControlError as error:
+        headers = {"Retry-After": "1"} if error.status == 503 else None
+        abort(error.status, message=error.message, headers=headers)
 
 
 def raw_binary_request(compiled, size: int) -> dict:

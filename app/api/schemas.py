@@ -2,8 +2,9 @@
 
 import numpy as np
 from flask_smorest import abort
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validates
 
+from app.core import control
 from app.core.inference import InvalidInput, instances_to_inputs
 from app.core.serving import current_runner
 from app.runtime.artifact import FLOAT32_MAX
@@ -147,6 +148,53 @@ class RepositoryIndexRequestSchema(Schema):
     ready = JsonBoolean(
         load_default=False,
         metadata={"description": "Only the models ready for inference.", "example": False},
+    )
+
+
+class RepositoryLoadRequestSchema(Schema):
+    # The parameters a request may carry (and that change nothing here): none for a load.
+    accepted: tuple[str, ...] = ()
+
+    parameters = fields.Dict(
+        metadata={
+            "description": "Triton's parameters (a config override, model files) are refused: a "
+            "load reads the model's directory as it is.",
+            "example": {},
+        }
+    )
+
+    @validates("parameters")
+    def known_parameters(self, value, **kwargs):
+        unknown = sorted(set(value) - set(self.accepted))
+        if unknown:
+            raise ValidationError(control.UNSUPPORTED_PARAMETERS.format(names=unknown))
+
+
+class RepositoryUnloadRequestSchema(RepositoryLoadRequestSchema):
+    # tritonclient always sends it; no model here has dependents.
+    accepted = ("unload_dependents",)
+
+
+class RepositoryLoadSchema(Schema):
+    name = fields.String(
+        required=True, metadata={"description": "The model loaded.", "example": "linear"}
+    )
+    load = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "True: every worker serves it (KServe's answer).",
+            "example": True,
+        },
+    )
+
+
+class RepositoryUnloadSchema(Schema):
+    name = fields.String(
+        required=True, metadata={"description": "The model unloaded.", "example": "linear"}
+    )
+    unload = fields.Boolean(
+        required=True,
+        metadata={"description": "True: no worker serves it (KServe's answer).", "example": True},
     )
 
 

@@ -12,8 +12,8 @@ SERVER_VERSION = "1.0.0"
 # The protocol's <project>_<format> for each runtime's artifact: LiteRT running a
 # TensorFlow Lite flatbuffer, TensorFlow a SavedModel (Triton's own name for it).
 PLATFORMS = {"litert": "litert_tflite", "tensorflow": "tensorflow_savedmodel"}
-# The binary tensor data extension: raw tensors after the JSON, both ways.
-EXTENSIONS = ["binary_tensor_data"]
+# Raw tensors after the JSON, both ways; the model repository: index, load, unload.
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def served_model(name: str, version: str | None = None):

@@ -2,6 +2,7 @@
 
 import logging
 import random
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -41,6 +42,12 @@ class ServingState:
     unavailable: dict[str, str] = field(default_factory=dict)
     runners: dict[str, ModelRunner] = field(default_factory=dict)
     draining: bool = False
+    # MODEL_CONTROL_MODE=explicit (app/core/control.py): the set's generation this
+    # process serves, and the file each model's bundle came from.
+    generation: int = 0
+    sources: dict[str, str] = field(default_factory=dict)
+    # Gives a runner built after the worker started its turns and thread (app/ops/worker.py).
+    adopt: Callable[[ModelRunner], None] = lambda runner: None
     # How long a request body may take to arrive, as a context manager around
     # the read; only the gevent worker can bound a whole read (app/ops/worker.py).
     body_deadline: Callable[[float], AbstractContextManager] = lambda seconds: nullcontext()
@@ -48,8 +55,9 @@ class ServingState:
     @property
     def ready(self) -> bool:
         """Whether this worker takes requests: every loaded model's runtime is built
-        and it is not draining."""
-        return bool(self.runners) and len(self.runners) == len(self.bundles) and not self.draining
+        and it is not draining. A set loaded by explicit control may hold no model."""
+        loaded = bool(self.runners) or self.generation > 0
+        return loaded and len(self.runners) == len(self.bundles) and not self.draining
 
     def serves(self, name: str) -> bool:
         """Whether model ``name`` is ready here: its runtime built, the worker not draining."""
@@ -70,17 +78,17 @@ def serving_state(app: Flask) -> ServingState:
     return app.extensions["serving"]
 
 
-def load_models(app: Flask) -> None:
+def load_models(app: Flask, names: set[str] | None = None) -> None:
     """In the master: load what to serve (building each LiteRT runtime for the workers to
     share), or raise ``ModelLoadError`` when nothing can be served.
 
-    From MODEL_REPOSITORY every model under it, else the one model of
+    From MODEL_REPOSITORY every model under it (or those ``names`` names), else the one model of
     MODEL_URI (MLflow) or MODEL_DIR. A model that fails to load keeps the
     version it served, if any: a reload never takes a working model down.
     """
     config, state = app.config, serving_state(app)
     if config["MODEL_REPOSITORY"]:
-        load_repository_models(app)
+        load_repository_models(app, names)
     else:
         try:
             bundle = load_model(config, cache_allowed=not state.bundles)
@@ -128,16 +136,22 @@ def load_model(config, cache_allowed: bool) -> ModelBundle:
     return bundle
 
 
-def load_repository_models(app: Flask) -> None:
-    """Every model under MODEL_REPOSITORY; one that does not load is listed with why.
+def load_repository_models(app: Flask, names: set[str] | None) -> None:
+    """Every model under MODEL_REPOSITORY (or those ``names`` names); one that does not
+    load is listed with why.
 
     Raises ``ModelLoadError`` when the root cannot be listed, holds more than
-    MAX_MODELS, totals more than MAX_REPOSITORY_BYTES, or serves nothing.
+    MAX_MODELS, totals more than MAX_REPOSITORY_BYTES, or none of the models
+    asked for loads.
     """
     config, state = app.config, serving_state(app)
-    root = config["MODEL_REPOSITORY"]
+    root, max_models = config["MODEL_REPOSITORY"], config["MAX_MODELS"]
+    if names is not None and len(names) > max_models:
+        raise ModelLoadError(f"{len(names)} models to load, over MAX_MODELS={max_models}")
+    # Named models: the bound is on them, not on the directories beside them.
+    listed = max_models if names is None else sys.maxsize
     bundles, failed, ignored = load_repository(
-        root, config["MAX_MODELS"], config["MODEL_LOAD_TIMEOUT"], limits(config)
+        root, listed, config["MODEL_LOAD_TIMEOUT"], limits(config), names
     )
     for bundle in bundles.values():
         report_loaded(bundle)
@@ -159,7 +173,7 @@ def load_repository_models(app: Flask) -> None:
             f"{root}: its models' artifacts total {total:,} bytes, over "
             f"MAX_REPOSITORY_BYTES={config['MAX_REPOSITORY_BYTES']:,}"
         )
-    if not bundles:
+    if not bundles and names != set():
         reasons = "; ".join(f"{name}: {why}" for name, why in unavailable.items())
         raise ModelLoadError(f"{root}: no model loads ({reasons or 'the repository is empty'})")
     state.bundles, state.unavailable = bundles, unavailable
@@ -196,29 +210,47 @@ def start_serving(app: Flask) -> None:
     The loader has done every step once already, so this takes milliseconds
     a model and cannot fail where the loader passed.
     """
-    state = serving_state(app)
-    for bundle in state.bundles.values():
-        runner = ModelRunner.build(bundle, app.config["LITERT_THREADS"], full_check=False)
-        serve_runner(app, runner)
-        log.info(
-            "serving model %s version %s with %s",
-            runner.name,
-            runner.number,
-            runner.runtime,
-            extra={"model": runner.name, "model_version": runner.number},
-        )
+    for bundle in serving_state(app).bundles.values():
+        serve_bundle(app, bundle)
+
+
+def serve_bundle(app: Flask, bundle: ModelBundle) -> None:
+    """Build ``bundle``'s runtime in this worker and serve it."""
+    runner = ModelRunner.build(bundle, app.config["LITERT_THREADS"], full_check=False)
+    serving_state(app).adopt(runner)
+    serve_runner(app, runner)
+    log.info(
+        "serving model %s version %s with %s",
+        runner.name,
+        runner.number,
+        runner.runtime,
+        extra={"model": runner.name, "model_version": runner.number},
+    )
 
 
 def serve_runner(app: Flask, runner: ModelRunner) -> None:
     """Make ``runner`` one of this worker's: its input monitor, metrics and body limit
     (the largest any served model takes)."""
     runner.monitor = input_monitor(runner)
+    forget_runner(app, runner.name)
     state = serving_state(app)
     state.runners[runner.name] = runner
     app.config["MAX_CONTENT_LENGTH"] = max(
         served.bundle.max_body_bytes for served in state.runners.values()
     )
     MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
+
+
+def forget_runner(app: Flask, name: str) -> None:
+    """Stop serving model ``name`` in this worker (an unload, or a newer version's)."""
+    state = serving_state(app)
+    runner = state.runners.pop(name, None)
+    if runner is not None:
+        MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(0)
+    app.config["MAX_CONTENT_LENGTH"] = max(
+        (served.bundle.max_body_bytes for served in state.runners.values()),
+        default=app.config["MAX_CONTENT_LENGTH"],
+    )
 
 
 def input_monitor(runner: ModelRunner) -> InputMonitor:
@@ -334,6 +366,8 @@ def current_runner() -> ModelRunner:
             message=f"This server serves {len(state.names)} models ({listed(state.names)}): "
             "name one in the path, as in /predict/<name> or /model/<name>.",
         )
+    if not state.bundles:
+        abort(404, message="This server serves no model: load one (MODEL_CONTROL_MODE=explicit).")
     if not state.runners:
         not_loaded_yet()
     (runner,) = state.runners.values()

@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from werkzeug.exceptions import HTTPException
 
+from app.core import control
 from app.core.auth import bearer_matches
 from app.core.inference import (
     InvalidInput,
@@ -30,7 +31,7 @@ from app.core.inference import (
     tensors_to_inputs,
 )
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
-from app.core.serving import model_states, serving_state
+from app.core.serving import serving_state
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.quota import MemoryQuota
@@ -95,7 +96,8 @@ def rpc(method):
             g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
             context.send_initial_metadata((("x-request-id", g.request_id),))
             try:
-                if name == "ModelInfer":
+                control.catch_up(self.app)
+                if name in GUARDED:
                     self.check_token(metadata.get("authorization", ""))
                 reservation = self.quota.reserve(context.peer(), self.largest_call)
                 if reservation is None:
@@ -175,7 +177,11 @@ METHODS = {
     "ModelMetadata": pb.ModelMetadataRequest,
     "ModelInfer": pb.ModelInferRequest,
     "RepositoryIndex": pb.RepositoryIndexRequest,
+    "RepositoryModelLoad": pb.RepositoryModelLoadRequest,
+    "RepositoryModelUnload": pb.RepositoryModelUnloadRequest,
 }
+# The methods API_TOKEN guards, as it guards their REST routes.
+GUARDED = ("ModelInfer", "RepositoryModelLoad", "RepositoryModelUnload")
 
 
 class OpenInferenceServicer:
@@ -260,9 +266,39 @@ class OpenInferenceServicer:
 
     @rpc
     def RepositoryIndex(self, request):
-        models = model_states(serving_state(self.app), ready_only=request.ready)
+        models = control.index(self.app, ready_only=request.ready)
         index = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(models=[index(**model) for model in models])
+
+    @rpc
+    def RepositoryModelLoad(self, request):
+        refuse_parameters(request, accepted=())
+        controlled(control.load, self.app, request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @rpc
+    def RepositoryModelUnload(self, request):
+        # tritonclient always sends unload_dependents; no model here has dependents.
+        refuse_parameters(request, accepted=("unload_dependents",))
+        controlled(control.unload, self.app, request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+
+def refuse_parameters(request, accepted: tuple[str, ...]) -> None:
+    unknown = sorted(set(request.parameters) - set(accepted))
+    if unknown:
+        raise CallError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            control.UNSUPPORTED_PARAMETERS.format(names=unknown),
+        )
+
+
+def controlled(action, app: Flask, name: str) -> None:
+    """Run a load or unload; a refusal answers its status and why."""
+    try:
+        action(app, name)
+    except control.ControlError as error:
+        raise CallError(STATUS_CODES[error.status], error.message) from None
 
 
 def request_tensors(request) -> tuple[list[dict], bytes | None]:

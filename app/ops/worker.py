@@ -71,11 +71,17 @@ class ModelServerWorker(GeventWorker):
     def adopt(state) -> None:
         """Give a worker's ``ServingState`` this worker's turns, thread and body deadline.
 
-        Its models share one turn and one thread: the CPU does one inference at a time.
+        Its models, and those loaded later, share one turn and one thread: the CPU
+        does one inference at a time.
         """
         turns, offload = InferenceTurns(), inference_thread()
-        for runner in state.runners.values():
+
+        def share(runner) -> None:
             runner.turns, runner.offload = turns, offload
+
+        for runner in state.runners.values():
+            share(runner)
+        state.adopt = share
         state.body_deadline = body_deadline
 
     @staticmethod

@@ -244,9 +244,14 @@ def load_newest(
 
 
 def load_repository(
-    root: Path, max_models: int, timeout: float, limits: Limits = DEFAULT_LIMITS
+    root: Path,
+    max_models: int,
+    timeout: float,
+    limits: Limits = DEFAULT_LIMITS,
+    names: set[str] | None = None,
 ) -> tuple[dict[str, ModelBundle], dict[str, ModelLoadError], list[str]]:
-    """Every model under a repository root, each as ``load_newest`` loads a MODEL_DIR.
+    """Every model under a repository root (or those ``names`` names), each as
+    ``load_newest`` loads a MODEL_DIR.
 
     Returns the bundles that loaded by name, the error of each model none of
     whose versions did, and the directories left out for their names. Raises
@@ -259,11 +264,15 @@ def load_repository(
         models, ignored = run_with_deadline(list_models, timeout, root, max_models)
     except LoadTimeout as error:
         raise ModelLoadError(f"{root}: listing models {error}") from error
+    loaded: dict[str, ModelBundle | ModelLoadError] = {}
+    if names is not None:
+        for name in names - models.keys():
+            loaded[name] = ModelLoadError(f"{root / name}: not in the repository")
+        models = {name: path for name, path in models.items() if name in names}
     loaders = os.cpu_count() or 1
     shares = [
         share for share in (list(models.items())[i::loaders] for i in range(loaders)) if share
     ]
-    loaded: dict[str, ModelBundle | ModelLoadError] = {}
     with tempfile.TemporaryDirectory(prefix="model-server-load-") as scratch:
         answers = [Path(scratch) / str(index) for index in range(len(shares))]
         pids = [_fork_share(*job, timeout, limits) for job in zip(shares, answers, strict=True)]

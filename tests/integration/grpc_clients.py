@@ -68,6 +68,32 @@ def triton_index(target: str, ready: bool = False) -> list:
     return index.get("models", [])
 
 
+def triton_control(target: str, model: str, values: list, channels: int = 8) -> dict:
+    """tritonclient.grpc's load, then an inference of ``model`` on each of ``channels`` fresh
+    channels, then its unload and the same again: what each channel was answered."""
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    def infer_everywhere() -> list:
+        answers = []
+        for _ in range(channels):
+            client = triton.InferenceServerClient(target)
+            try:
+                result = client.infer(model, [triton_input(triton, "x", values)])
+                answers.append(result.as_numpy("y").ravel().tolist())
+            except InferenceServerException as error:
+                answers.append(error.status())
+            finally:
+                client.close()
+        return answers
+
+    client = triton.InferenceServerClient(target)
+    client.load_model(model)
+    loaded = infer_everywhere()
+    client.unload_model(model)
+    return {"loaded": loaded, "unloaded": infer_everywhere()}
+
+
 def triton_aio_multi(target: str, inputs: dict) -> dict:
     """Both outputs, then only ``total``, with tritonclient.grpc.aio."""
     import tritonclient.grpc.aio as triton_aio
@@ -210,6 +236,7 @@ CLIENTS = {
     for function in (
         triton_linear,
         triton_index,
+        triton_control,
         triton_aio_multi,
         kserve_multi,
         triton_typed,

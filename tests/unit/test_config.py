@@ -173,3 +173,17 @@ def test_a_repository_replaces_the_one_model_settings():
             Config({"MODEL_REPOSITORY": "repo", clashing: "1"})
     with pytest.raises(ConfigError, match="S3 is not supported yet"):
         Config({"MODEL_REPOSITORY": "s3://bucket/models"})
+
+
+def test_explicit_control_loads_what_model_load_names():
+    explicit = {"MODEL_REPOSITORY": "repo", "MODEL_CONTROL_MODE": "explicit"}
+    assert Config(explicit).MODEL_LOAD is None  # All of them.
+    assert Config({**explicit, "MODEL_LOAD": " a, b ,"}).MODEL_LOAD == {"a", "b"}
+    assert Config({**explicit, "MODEL_LOAD": ""}).MODEL_LOAD == set()
+    assert Config({}).MODEL_CONTROL_MODE == "poll"
+    with pytest.raises(ConfigError, match="set it"):
+        Config({"MODEL_CONTROL_MODE": "explicit"})
+    with pytest.raises(ConfigError, match="set MODEL_CONTROL_MODE=explicit"):
+        Config({"MODEL_REPOSITORY": "repo", "MODEL_LOAD": "a"})
+    with pytest.raises(ConfigError, match="MODEL_CONTROL_MODE='manual' must be one of"):
+        Config({**explicit, "MODEL_CONTROL_MODE": "manual"})

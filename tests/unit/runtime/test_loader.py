@@ -248,3 +248,11 @@ def test_a_repository_loads_every_model_and_keeps_each_failure_to_its_own(model_
     assert "MODEL_LOAD_TIMEOUT" in str(failed["c"])
     with pytest.raises(ModelLoadError, match="over MAX_MODELS=3"):
         loader.load_repository(tmp_path, 3, timeout=2)
+
+
+def test_a_repository_loads_only_the_models_named(model_dir, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(model_dir, tmp_path / name)
+    bundles, failed, _ = loader.load_repository(tmp_path, 10, timeout=30, names={"b", "gone"})
+    assert sorted(bundles) == ["b"]
+    assert "not in the repository" in str(failed["gone"])

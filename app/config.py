@@ -63,9 +63,9 @@ def _model_name(environ, model_dir: Path, store) -> str:
     return name
 
 
-def _object_store(environ):
-    """MODEL_DIR as an S3 URI, with boto3 checked; None for a local directory."""
-    text = (environ.get("MODEL_DIR") or "").strip()
+def _object_store(environ, name: str = "MODEL_DIR"):
+    """MODEL_DIR (or ``name``) as an S3 URI, with boto3 checked; None for a local directory."""
+    text = (environ.get(name) or "").strip()
     if not text.startswith("s3://"):
         return None
     from app.runtime.object_store import S3Uri
@@ -73,9 +73,9 @@ def _object_store(environ):
     try:
         uri = S3Uri.parse(text)
     except ValueError as error:
-        raise ConfigError(f"MODEL_DIR={error}") from None
+        raise ConfigError(f"{name}={error}") from None
     if find_spec("boto3") is None:
-        raise ConfigError("an s3:// MODEL_DIR needs boto3: pip install 'model-server[s3]'")
+        raise ConfigError(f"an s3:// {name} needs boto3: pip install 'model-server[s3]'")
     return uri
 
 
@@ -84,8 +84,6 @@ def _repository(environ) -> Path | None:
     root = _path(environ, "MODEL_REPOSITORY", None)
     if root is None:
         return None
-    if environ["MODEL_REPOSITORY"].strip().startswith("s3://"):
-        raise ConfigError("MODEL_REPOSITORY from S3 is not supported yet; sync it to a directory")
     clashing = [name for name in ONE_MODEL_SETTINGS if (environ.get(name) or "").strip()]
     if clashing:
         raise ConfigError(
@@ -138,6 +136,10 @@ class Config:
         self.MODEL_CACHE_DIR = _path(environ, "MODEL_CACHE_DIR", "model-cache")
         # Every model under a root, each named by its directory (app/runtime/store.py).
         self.MODEL_REPOSITORY = _repository(environ)
+        # An s3:// repository is served from its mirror in the cache, as an s3:// MODEL_DIR.
+        self.REPOSITORY_STORE = _object_store(environ, "MODEL_REPOSITORY")
+        if self.REPOSITORY_STORE:
+            self.MODEL_REPOSITORY = self.REPOSITORY_STORE.mirror(self.MODEL_CACHE_DIR)
         # poll: the repository's models, read again on a reload; explicit: only those
         # MODEL_LOAD names at start, then load and unload calls (app/core/control.py).
         self.MODEL_CONTROL_MODE = _choice(

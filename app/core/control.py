@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from flask import Flask
@@ -34,11 +35,13 @@ from app.config import limits
 from app.core.serving import (
     forget_runner,
     model_states,
+    registry_timeouts,
     report_loaded,
     serve_bundle,
     serving_state,
+    sync_repository,
 )
-from app.runtime.loader import load_newest
+from app.runtime.loader import load_newest, load_registered_as, registered_models
 from app.runtime.model import ModelBundle, ModelLoadError
 from app.runtime.store import MODEL_NAME, StoreError, list_models
 
@@ -115,13 +118,14 @@ def index(app: Flask, ready_only: bool) -> list[dict]:
     models = model_states(state, ready_only)
     if ready_only or not explicit(app):
         return models
+    root = app.config["MODEL_REPOSITORY"]
     try:
-        found, _ = list_models(app.config["MODEL_REPOSITORY"], sys.maxsize)
-    except StoreError:
-        found = {}
+        found = set(list_models(root, sys.maxsize)[0]) | set(registered_models(root))
+    except (StoreError, ModelLoadError):
+        found = set()
     unloaded = [
         {"name": name, "state": "UNAVAILABLE", "reason": "unloaded"}
-        for name in found.keys() - set(state.names)
+        for name in found - set(state.names)
     ]
     return sorted(models + unloaded, key=lambda model: model["name"])
 
@@ -144,9 +148,28 @@ def load(app: Flask, name: str) -> None:
     config = app.config
     refuse_unless_explicit(app)
     path = config["MODEL_REPOSITORY"] / name
-    if not MODEL_NAME.fullmatch(name) or name.startswith(".") or not path.is_dir():
+    if not MODEL_NAME.fullmatch(name) or name.startswith("."):
         raise ControlError(404, f"Model {name!r} is not in the repository.")
     with _locked(timeout=config["MODEL_LOAD_TIMEOUT"]):
+        if config["REPOSITORY_STORE"]:  # Its newest versions, from S3.
+            try:
+                sync_repository(app, cache_allowed=False)
+            except ModelLoadError as error:
+                raise ControlError(503, str(error)) from None
+        try:
+            uris = registered_models(config["MODEL_REPOSITORY"])
+        except ModelLoadError as error:
+            raise ControlError(400, str(error)) from None
+        timeout, model_limits = config["MODEL_LOAD_TIMEOUT"], limits(config)
+        if name in uris:
+            cache, timeouts = config["MODEL_CACHE_DIR"], registry_timeouts(config)
+            load_model = partial(
+                load_registered_as, name, uris[name], cache, timeouts, False, model_limits
+            )
+        elif path.is_dir():
+            load_model = partial(load_newest, path, None, timeout, model_limits, name)
+        else:
+            raise ControlError(404, f"Model {name!r} is not in the repository.")
         current = _read()
         _take_up(app, current)
         state = serving_state(app)
@@ -157,7 +180,7 @@ def load(app: Flask, name: str) -> None:
                 f"MAX_MODELS={config['MAX_MODELS']} allows: unload one first.",
             )
         try:
-            bundle = load_newest(path, None, config["MODEL_LOAD_TIMEOUT"], limits(config), name)
+            bundle = load_model()
         except ModelLoadError as error:
             if name not in state.bundles:
                 state.unavailable[name] = str(error)

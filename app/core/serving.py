@@ -16,7 +16,13 @@ from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 from app.ops.error_shape import cut
 from app.ops.monitoring import InputMonitor
 from app.runtime.input_profile import profiled_features
-from app.runtime.loader import load_newest, load_registered, load_repository, load_synced
+from app.runtime.loader import (
+    load_newest,
+    load_registered,
+    load_repository,
+    load_synced,
+    sync_mirror,
+)
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
 
 log = logging.getLogger(__name__)
@@ -108,7 +114,7 @@ def count_failures(error: ModelLoadError) -> None:
 def load_model(config, cache_allowed: bool) -> ModelBundle:
     """The one model: from the MLflow registry when MODEL_URI is set, else the newest
     loadable (or the pinned) version under MODEL_DIR, local or in S3."""
-    timeouts = (config["MODEL_LOAD_TIMEOUT"], config["MODEL_REGISTRY_TIMEOUT"])
+    timeouts = registry_timeouts(config)
     if config["MODEL_URI"]:
         # The cache stands in for the registry only at start: a reload keeps what serves.
         bundle = load_registered(
@@ -136,6 +142,11 @@ def load_model(config, cache_allowed: bool) -> ModelBundle:
     return bundle
 
 
+def registry_timeouts(config) -> tuple[float, float]:
+    """A whole load's deadline, and the registry's or object store's part of it."""
+    return config["MODEL_LOAD_TIMEOUT"], config["MODEL_REGISTRY_TIMEOUT"]
+
+
 def load_repository_models(app: Flask, names: set[str] | None) -> None:
     """Every model under MODEL_REPOSITORY (or those ``names`` names); one that does not
     load is listed with why.
@@ -148,12 +159,18 @@ def load_repository_models(app: Flask, names: set[str] | None) -> None:
     root, max_models = config["MODEL_REPOSITORY"], config["MAX_MODELS"]
     if names is not None and len(names) > max_models:
         raise ModelLoadError(f"{len(names)} models to load, over MAX_MODELS={max_models}")
+    store = config["REPOSITORY_STORE"]
+    if store:
+        served_from = sync_repository(app, cache_allowed=not state.bundles)
     # Named models: the bound is on them, not on the directories beside them.
     listed = max_models if names is None else sys.maxsize
+    registry = (config["MODEL_CACHE_DIR"], registry_timeouts(config), not state.bundles)
     bundles, failed, ignored = load_repository(
-        root, listed, config["MODEL_LOAD_TIMEOUT"], limits(config), names
+        root, listed, config["MODEL_LOAD_TIMEOUT"], limits(config), names, registry
     )
-    for bundle in bundles.values():
+    for name, bundle in bundles.items():
+        if store:
+            bundle.store = {"uri": str(store.child(name)), "served_from": served_from}
         report_loaded(bundle)
     for name in ignored:
         log.warning("%s: model directory %s left out: its name is not URL-safe", root, name)
@@ -177,6 +194,14 @@ def load_repository_models(app: Flask, names: set[str] | None) -> None:
         reasons = "; ".join(f"{name}: {why}" for name, why in unavailable.items())
         raise ModelLoadError(f"{root}: no model loads ({reasons or 'the repository is empty'})")
     state.bundles, state.unavailable = bundles, unavailable
+
+
+def sync_repository(app: Flask, cache_allowed: bool) -> str:
+    """Mirror an s3:// MODEL_REPOSITORY into the cache: where its models are served from."""
+    config = app.config
+    timeouts = registry_timeouts(config)
+    store, mirror = config["REPOSITORY_STORE"], config["MODEL_REPOSITORY"]
+    return sync_mirror(store, mirror, timeouts, cache_allowed, repository=True)
 
 
 def report_loaded(bundle: ModelBundle) -> None:

@@ -8,6 +8,8 @@ on a step that blocks, such as reading a file on a hung network file system:
 the child is killed and the version counts as not loadable.
 """
 
+import dataclasses
+import json
 import os
 import pickle
 import select
@@ -27,11 +29,20 @@ from app.runtime.artifact import ArtifactError
 from app.runtime.input_profile import ProfileError, profiled_features
 from app.runtime.limits import Limits
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
-from app.runtime.store import ModelVersion, StoreError, list_models, list_versions
+from app.runtime.store import (
+    MAX_METADATA_BYTES,
+    MODEL_NAME,
+    ModelVersion,
+    StoreError,
+    list_models,
+    list_versions,
+)
 
 DEFAULT_LIMITS = Limits()
 # Past ten messages about versions that did not load, the rest are counted as these.
 NOT_LOADING = "versions that do not load"
+# Beside a repository's directories: the registry models it serves, by name.
+REGISTRY_FILE = "registry.json"
 
 
 class LoadTimeout(ModelLoadError):
@@ -249,33 +260,47 @@ def load_repository(
     timeout: float,
     limits: Limits = DEFAULT_LIMITS,
     names: set[str] | None = None,
+    registry: tuple | None = None,
 ) -> tuple[dict[str, ModelBundle], dict[str, ModelLoadError], list[str]]:
     """Every model under a repository root (or those ``names`` names), each as
-    ``load_newest`` loads a MODEL_DIR.
+    ``load_newest`` loads a MODEL_DIR, and each model ``<root>/registry.json`` names,
+    from MLflow as a MODEL_URI loads (``registry``: the cache directory, the
+    timeouts and whether the cache may stand in).
 
     Returns the bundles that loaded by name, the error of each model none of
     whose versions did, and the directories left out for their names. Raises
-    ``ModelLoadError`` when the root cannot be listed or holds too many models.
-    Models load side by side, one share per core, each share in a process
-    forked from this one (never from a thread: a fork in a threaded process
-    can inherit a lock another thread holds, and hang).
+    ``ModelLoadError`` when the root cannot be listed, holds too many models or
+    an unreadable registry.json. Models load side by side, one share per
+    core, each share in a process forked from this one (never from a thread:
+    a fork in a threaded process can inherit a lock another thread holds, and
+    hang).
     """
     try:
-        models, ignored = run_with_deadline(list_models, timeout, root, max_models)
+        found, ignored = run_with_deadline(list_models, timeout, root, max_models)
+        uris = run_with_deadline(registered_models, timeout, root)
     except LoadTimeout as error:
         raise ModelLoadError(f"{root}: listing models {error}") from error
     loaded: dict[str, ModelBundle | ModelLoadError] = {}
+    models = {
+        name: partial(load_newest, path, None, timeout, limits, name)
+        for name, path in found.items()
+    }
+    for name, uri in uris.items():
+        if name in found:
+            loaded[name] = ModelLoadError(f"{root}: {name} is a directory and in {REGISTRY_FILE}")
+        elif registry is not None:
+            models[name] = partial(load_registered_as, name, uri, *registry, limits)
     if names is not None:
-        for name in names - models.keys():
+        for name in names - models.keys() - loaded.keys():
             loaded[name] = ModelLoadError(f"{root / name}: not in the repository")
-        models = {name: path for name, path in models.items() if name in names}
+        models = {name: load for name, load in models.items() if name in names}
     loaders = os.cpu_count() or 1
     shares = [
         share for share in (list(models.items())[i::loaders] for i in range(loaders)) if share
     ]
     with tempfile.TemporaryDirectory(prefix="model-server-load-") as scratch:
         answers = [Path(scratch) / str(index) for index in range(len(shares))]
-        pids = [_fork_share(*job, timeout, limits) for job in zip(shares, answers, strict=True)]
+        pids = [_fork_share(*job) for job in zip(shares, answers, strict=True)]
         for pid in pids:
             # Each model's load has its own deadline in the share. On a reload,
             # Gunicorn's SIGCHLD handler may have reaped the share already.
@@ -293,25 +318,65 @@ def load_repository(
     return bundles, failed, ignored
 
 
-def _fork_share(share: list, answer: Path, timeout: float, limits: Limits) -> int:
-    """Fork a process that loads each model of ``share`` and pickles the results into
-    ``answer``: ``{name: bundle or ModelLoadError}``."""
+def _fork_share(share: list, answer: Path) -> int:
+    """Fork a process that runs each ``(name, load)`` of ``share`` and pickles the results
+    into ``answer``: ``{name: bundle or ModelLoadError}``."""
     pid = os.fork()
     if pid:
         return pid
     try:
         results = {}
-        for name, path in share:
+        for name, load in share:
             try:
-                results[name] = load_newest(path, None, timeout, limits, name)
+                results[name] = load()
             except ModelLoadError as error:
                 results[name] = error
             except Exception as error:  # noqa: BLE001 - one model's failure is its own.
-                results[name] = ModelLoadError(f"{path}: {type(error).__name__}: {error}")
+                results[name] = ModelLoadError(f"{name}: {type(error).__name__}: {error}")
         with answer.open("wb") as file:
             pickle.dump(results, file)
     finally:
         os._exit(0)
+
+
+def registered_models(root: Path) -> dict[str, str]:
+    """``<root>/registry.json``'s ``{name: "models:/..."}``: the registry models a repository
+    serves beside its directories; ``{}`` without the file. ``ModelLoadError`` when it is
+    not such an object."""
+    from app.runtime.registry import ModelUri
+
+    path = root / REGISTRY_FILE
+    if not path.exists():
+        return {}
+    try:
+        if path.stat().st_size > MAX_METADATA_BYTES:
+            raise ValueError(f"over {MAX_METADATA_BYTES:,} bytes")
+        entries = json.loads(path.read_text())
+        if not isinstance(entries, dict):
+            raise ValueError("not a JSON object")
+        for name, uri in entries.items():
+            if not MODEL_NAME.fullmatch(name) or name.startswith("."):
+                raise ValueError(f"{name!r} is not a model name (letters, digits, '.', '_', '-')")
+            ModelUri.parse(uri if isinstance(uri, str) else repr(uri))
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: {error}") from None
+    return entries
+
+
+def load_registered_as(
+    name: str,
+    uri: str,
+    cache_dir: Path,
+    timeouts: tuple[float, float],
+    cache_allowed: bool,
+    limits: Limits,
+) -> ModelBundle:
+    """A registry model of a repository, served under its entry's ``name``."""
+    from app.runtime.registry import ModelUri
+
+    bundle = load_registered(ModelUri.parse(uri), cache_dir, timeouts, cache_allowed, limits)
+    bundle.version = dataclasses.replace(bundle.version, name=name)
+    return bundle
 
 
 def load_synced(
@@ -330,25 +395,41 @@ def load_synced(
     gives no usable answer in time and ``cache_allowed`` (at start), the
     mirror as last synced is served, and ``/model`` says so.
     """
-    load_timeout, store_timeout = timeouts
-    try:
-        unreachable = run_with_deadline(_synced, load_timeout, store, mirror, store_timeout)
-    except LoadTimeout as error:
-        unreachable = f"{store}: syncing {error}"
-    if unreachable and not cache_allowed:
-        raise ModelLoadError(f"the object store cannot be reached: {unreachable}")
-    served_from = f"cache (store unreachable: {unreachable})" if unreachable else "store"
-    bundle = load_newest(mirror, pinned, load_timeout, limits, name)
+    served_from = sync_mirror(store, mirror, timeouts, cache_allowed)
+    bundle = load_newest(mirror, pinned, timeouts[0], limits, name)
     bundle.store = {"uri": str(store), "served_from": served_from}
     return bundle
 
 
-def _synced(store, mirror: Path, timeout: float) -> str | None:
+def sync_mirror(
+    store, mirror: Path, timeouts: tuple[float, float], cache_allowed: bool, repository=False
+) -> str:
+    """Sync ``mirror`` from an S3 store (a model's, or a ``repository``'s), in a child with a
+    deadline: ``"store"``, or ``"cache (store unreachable: ...)"`` when the store gives no
+    usable answer, a copy is cached, and ``cache_allowed`` (at start). Else
+    ``ModelLoadError``."""
+    load_timeout, store_timeout = timeouts
+    try:
+        unreachable = run_with_deadline(
+            _synced, load_timeout, store, mirror, store_timeout, repository
+        )
+    except LoadTimeout as error:
+        unreachable = f"{store}: syncing {error}"
+    if unreachable and not (cache_allowed and mirror.is_dir()):
+        cached = "" if mirror.is_dir() else " and nothing is cached"
+        raise ModelLoadError(f"the object store cannot be reached{cached}: {unreachable}")
+    return f"cache (store unreachable: {unreachable})" if unreachable else "store"
+
+
+def _synced(store, mirror: Path, timeout: float, repository: bool) -> str | None:
     """In the child: sync the mirror; why the store could not be reached, or None."""
     from app.runtime import object_store
 
     try:
-        object_store.sync(store, mirror, timeout)
+        if repository:
+            object_store.sync_repository(store, mirror, timeout)
+        else:
+            object_store.sync(store, mirror, timeout)
     except object_store.StoreUnreachable as error:
         return str(error)
     except object_store.StoreRefused as error:

@@ -1,10 +1,12 @@
-"""A model store in S3 (or an S3-compatible store): ``MODEL_DIR=s3://bucket/prefix``.
+"""A model store in S3 (or an S3-compatible store): ``MODEL_DIR=s3://bucket/prefix``, or a
+repository of them: ``MODEL_REPOSITORY=s3://bucket/prefix``.
 
 The versions under the prefix (``<prefix>/<version>/...``, the layout ``make
-train`` writes) are mirrored into a local directory, which is then served as
-a local store is: the loader verifies each version's checksums as for any
-other. A version's identity is its objects' ETags: a version whose objects
-changed in the store is downloaded again, never served from an old copy.
+train`` writes; a repository's ``<prefix>/<name>/<version>/...``) are
+mirrored into a local directory, which is then served as a local store is:
+the loader verifies each version's checksums as for any other. A version's
+identity is its objects' ETags: a version whose objects changed in the store
+is downloaded again, never served from an old copy.
 boto3 reads the usual AWS settings (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
 ``AWS_ENDPOINT_URL`` for an S3-compatible store, ...).
 """
@@ -13,11 +15,13 @@ import hashlib
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from app.runtime.artifact import MAX_ARTIFACT_BYTES
 from app.runtime.registry import deadline
+from app.runtime.store import MODEL_NAME
 
 # Written in each mirrored version directory: the objects it was copied from.
 IDENTITY_FILE = ".s3-objects.json"
@@ -57,6 +61,10 @@ class S3Uri:
         """The model's name: the prefix's last part, else the bucket's."""
         return PurePosixPath(self.prefix).name if self.prefix else self.bucket
 
+    def child(self, name: str) -> "S3Uri":
+        """The prefix of model ``name`` under this repository's."""
+        return S3Uri(self.bucket, f"{self.prefix}/{name}" if self.prefix else name)
+
     def mirror(self, cache_dir: Path) -> Path:
         """The local directory this store's versions are mirrored into."""
         return cache_dir / "s3" / self.bucket / (self.prefix or "_root")
@@ -68,6 +76,39 @@ class S3Uri:
 def sync(uri: S3Uri, mirror: Path, timeout: float) -> None:
     """Mirror the store's version directories into ``mirror``: what changed, is new or is
     gone. Raises ``StoreUnreachable`` or ``StoreRefused``."""
+    with session(uri, timeout, "MODEL_DIR") as client:
+        versions: dict[str, dict[str, str]] = {}
+        for (version, rest), etag in listed(client, uri, depth=1):
+            versions.setdefault(version, {})[rest] = etag
+        if not versions:
+            raise StoreRefused(f"MODEL_DIR {uri}: no model versions (expected {uri}/<integer>/)")
+        mirror_versions(client, uri, versions, mirror)
+
+
+def sync_repository(uri: S3Uri, mirror: Path, timeout: float) -> None:
+    """Mirror every model under a repository's prefix (``<prefix>/<name>/<version>/...``)
+    into ``mirror``, each as ``sync`` mirrors one; a model gone from the store goes from
+    the mirror. Raises ``StoreUnreachable`` or ``StoreRefused``."""
+    with session(uri, timeout, "MODEL_REPOSITORY") as client:
+        models: dict[str, dict[str, dict[str, str]]] = {}
+        for (name, version, rest), etag in listed(client, uri, depth=2):
+            if MODEL_NAME.fullmatch(name) and not name.startswith("."):
+                models.setdefault(name, {}).setdefault(version, {})[rest] = etag
+        if not models:
+            raise StoreRefused(
+                f"MODEL_REPOSITORY {uri}: no models (expected {uri}/<name>/<integer>/)"
+            )
+        for name, versions in sorted(models.items()):
+            mirror_versions(client, uri.child(name), versions, mirror / name)
+    for copy in mirror.iterdir():
+        if copy.is_dir() and copy.name not in models and not copy.name.startswith("."):
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+@contextmanager
+def session(uri: S3Uri, timeout: float, setting: str):
+    """An S3 client whose errors become ``StoreUnreachable`` or ``StoreRefused``, all of its
+    work bounded by ``timeout``."""
     import boto3
     import botocore.config
     import botocore.exceptions
@@ -79,32 +120,27 @@ def sync(uri: S3Uri, mirror: Path, timeout: float) -> None:
     )
     with deadline(timeout, str(uri), StoreUnreachable):
         try:
-            client = boto3.client("s3", config=config)
-            versions = listed_versions(client, uri)
-            for version, objects in sorted(versions.items()):
-                if _identity(mirror / version) != objects:
-                    download_version(client, uri, version, objects, mirror)
+            yield boto3.client("s3", config=config)
         except botocore.exceptions.ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code in REFUSALS:
-                raise StoreRefused(f"MODEL_DIR {uri}: {code}") from None
+                raise StoreRefused(f"{setting} {uri}: {code}") from None
             raise StoreUnreachable(f"{uri}: {code or error}") from None
         except botocore.exceptions.BotoCoreError as error:
             raise StoreUnreachable(f"{uri}: {error}") from None
-    for copy in mirror.iterdir() if mirror.is_dir() else ():
-        if copy.is_dir() and copy.name not in versions:
-            shutil.rmtree(copy, ignore_errors=True)
 
 
-def listed_versions(client, uri: S3Uri) -> dict[str, dict[str, str]]:
-    """``{version: {relative key: ETag}}`` for every ``<prefix>/<digits>/...`` object."""
+def listed(client, uri: S3Uri, depth: int):
+    """``((part, ..., relative key), ETag)`` for every object under the prefix whose key has
+    ``depth`` parts before the version's files, the last of them a version number."""
     root = f"{uri.prefix}/" if uri.prefix else ""
-    versions: dict[str, dict[str, str]] = {}
     count = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=root):
         for item in page.get("Contents", ()):
-            version, _, rest = item["Key"].removeprefix(root).partition("/")
-            if not (version.isdigit() and version.isascii()) or not rest or rest.endswith("/"):
+            *parts, rest = item["Key"].removeprefix(root).split("/", depth)
+            if len(parts) < depth or not rest or rest.endswith("/"):
+                continue
+            if not (parts[-1].isdigit() and parts[-1].isascii()):
                 continue
             if any(part in ("", ".", "..") for part in rest.split("/")):
                 raise StoreRefused(f"{uri}: the object key {item['Key']!r} is not a safe path")
@@ -113,10 +149,17 @@ def listed_versions(client, uri: S3Uri) -> dict[str, dict[str, str]]:
             count += 1
             if count > MAX_OBJECTS:
                 raise StoreRefused(f"{uri}: over {MAX_OBJECTS:,} objects under the prefix")
-            versions.setdefault(version, {})[rest] = item["ETag"]
-    if not versions:
-        raise StoreRefused(f"MODEL_DIR {uri}: no model versions (expected {uri}/<integer>/)")
-    return versions
+            yield (*parts, rest), item["ETag"]
+
+
+def mirror_versions(client, uri: S3Uri, versions: dict, mirror: Path) -> None:
+    """Download each version whose objects are not the mirrored copy's; drop the gone ones."""
+    for version, objects in sorted(versions.items()):
+        if _identity(mirror / version) != objects:
+            download_version(client, uri, version, objects, mirror)
+    for copy in mirror.iterdir() if mirror.is_dir() else ():
+        if copy.is_dir() and copy.name not in versions:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 def download_version(client, uri: S3Uri, version: str, objects: dict, mirror: Path) -> None:

@@ -182,3 +182,89 @@ def test_a_damaged_version_in_s3_is_skipped_for_the_one_before(s3, tmp_path, mod
         assert "2" in skipped and "SHA-256" in skipped
     finally:
         server.stop()
+
+
+def repository_versions(server, name: str) -> set:
+    """The versions of model ``name`` that fresh connections are answered with."""
+    url = f"{server.url}/v2/models/{name}"
+    return {requests.get(url, timeout=5).json()["versions"][0] for _ in range(20)}
+
+
+def predict_named(server, name: str, x: float) -> float:
+    url = f"{server.url}/predict/{name}"
+    answer = requests.post(url, json={"instances": [x]}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["predictions"][0]
+
+
+def test_a_repository_in_s3_is_served_reloaded_and_falls_back_to_its_mirror(
+    s3, tmp_path, model_dir, other_model_dir
+):
+    first = local_answer(model_dir, tmp_path, 2.0)
+    other = local_answer(other_model_dir, tmp_path, 2.0)
+    s3.upload(model_dir / "1", "repo/linear", 1)
+    s3.upload(other_model_dir / "1", "repo/other", 1)
+    server = serve_from_s3(s3, tmp_path, None, MODEL_REPOSITORY="s3://models/repo")
+    try:
+        listed = requests.post(f"{server.url}/v2/repository/index", timeout=5).json()
+        assert [(model["name"], model["state"]) for model in listed] == [
+            ("linear", "READY"),
+            ("other", "READY"),
+        ]
+        model = requests.get(f"{server.url}/model/linear", timeout=5).json()
+        assert model["store"] == {"uri": "s3://models/repo/linear", "served_from": "store"}
+        assert predict_named(server, "linear", 2.0) == first
+        assert predict_named(server, "other", 2.0) == other
+        # A new version of one model: a reload serves it.
+        s3.upload(other_model_dir / "1", "repo/linear", 2)
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: repository_versions(server, "linear") == {"2"})
+        assert predict_named(server, "linear", 2.0) == other
+        # Its objects replaced in place: never served from the old copy.
+        s3.upload(model_dir / "1", "repo/linear", 2)
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: predict_named(server, "linear", 2.0) == first)
+        # A model deleted from the bucket is no longer served.
+        s3.delete("repo/other/")
+        server.process.send_signal(signal.SIGHUP)
+        gone = f"{server.url}/v2/models/other"
+        wait_for(lambda: requests.get(gone, timeout=5).status_code == 404)
+        # The store goes away: a reload keeps serving and says why.
+        s3.stop()
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "the object store cannot be reached" in server.output(), timeout=60)
+        assert predict_named(server, "linear", 2.0) == first
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+    # A start with the store away serves the mirror as last synced, and says so.
+    restarted = serve_from_s3(
+        s3, tmp_path, None, MODEL_REPOSITORY="s3://models/repo", MODEL_REGISTRY_TIMEOUT=3
+    )
+    try:
+        model = requests.get(f"{restarted.url}/model/linear", timeout=5).json()
+        assert model["version"] == "2"
+        assert model["store"]["served_from"].startswith("cache (store unreachable")
+        assert predict_named(restarted, "linear", 2.0) == first
+    finally:
+        restarted.stop()
+
+
+def test_an_explicit_load_fetches_a_model_new_in_s3(s3, tmp_path, model_dir):
+    s3.upload(model_dir / "1", "repo/linear", 1)
+    server = serve_from_s3(
+        s3,
+        tmp_path,
+        None,
+        MODEL_REPOSITORY="s3://models/repo",
+        MODEL_CONTROL_MODE="explicit",
+    )
+    try:
+        missing = requests.post(f"{server.url}/v2/repository/models/fresh/load", timeout=60)
+        assert missing.status_code == 404
+        s3.upload(model_dir / "1", "repo/fresh", 1)
+        loaded = requests.post(f"{server.url}/v2/repository/models/fresh/load", timeout=60)
+        assert loaded.status_code == 200, loaded.text
+        assert predict_named(server, "fresh", 2.0) == predict_named(server, "linear", 2.0)
+    finally:
+        server.stop()

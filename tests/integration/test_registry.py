@@ -7,7 +7,9 @@ and serves ``models:/linear@production`` from a real Gunicorn. Run alone with
 ``.venv/bin/pytest tests/integration/test_registry.py``.
 """
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -414,3 +416,51 @@ def test_a_tensorflow_flavour_saved_model_is_compiled_by_one_command_then_served
         assert model["platform"] == "tensorflow_savedmodel"
     finally:
         server.stop()
+
+
+def test_a_repository_serves_registry_models_beside_its_directories(
+    tmp_path, mlflow_server, model_dir
+):
+    train_and_register(mlflow_server, tmp_path / "trained")
+    root = tmp_path / "repository"
+    shutil.copytree(model_dir, root / "local")
+    (root / "registry.json").write_text(
+        json.dumps({"churn": "models:/linear@production", "missing": "models:/nothing/1"})
+    )
+    environment = {
+        "MLFLOW_TRACKING_URI": mlflow_server.url,
+        "MODEL_CACHE_DIR": tmp_path / "cache",
+        "MODEL_LOAD_TIMEOUT": 30,
+    }
+    log = tmp_path / "server.log"
+    server = GunicornServer(None, log, MODEL_REPOSITORY=root, **environment)
+    try:
+        server.wait_until_all_workers_ready(2)
+        listed = requests.post(f"{server.url}/v2/repository/index", timeout=5).json()
+        states = {model["name"]: model["state"] for model in listed}
+        assert states == {"churn": "READY", "local": "READY", "missing": "UNAVAILABLE"}
+        churn = requests.get(f"{server.url}/model/churn", timeout=5).json()
+        assert churn["name"] == "churn" and churn["registry"]["alias"] == "production"
+        for name in ("churn", "local"):
+            answer = requests.post(
+                f"{server.url}/predict/{name}", json={"instances": [1.0]}, timeout=5
+            )
+            assert answer.status_code == 200 and answer.json()["model"]["name"] == name
+    finally:
+        server.stop()
+    # Explicit control loads a registry model by its name in registry.json.
+    explicit = GunicornServer(
+        None,
+        tmp_path / "explicit.log",
+        MODEL_REPOSITORY=root,
+        MODEL_CONTROL_MODE="explicit",
+        MODEL_LOAD="local",
+        **environment,
+    )
+    try:
+        explicit.wait_until_all_workers_ready(2)
+        url = f"{explicit.url}/v2/repository/models/churn/load"
+        assert requests.post(url, timeout=60).status_code == 200
+        assert requests.get(f"{explicit.url}/v2/models/churn/ready", timeout=5).ok
+    finally:
+        explicit.stop()

@@ -171,8 +171,9 @@ def test_a_repository_replaces_the_one_model_settings():
     for clashing in ("MODEL_DIR", "MODEL_URI", "MODEL_NAME", "MODEL_VERSION"):
         with pytest.raises(ConfigError, match=f"unset {clashing}"):
             Config({"MODEL_REPOSITORY": "repo", clashing: "1"})
-    with pytest.raises(ConfigError, match="S3 is not supported yet"):
-        Config({"MODEL_REPOSITORY": "s3://bucket/models"})
+    from_s3 = Config({"MODEL_REPOSITORY": "s3://bucket/models", "MODEL_CACHE_DIR": "/c"})
+    assert str(from_s3.REPOSITORY_STORE) == "s3://bucket/models"
+    assert from_s3.MODEL_REPOSITORY == Path("/c/s3/bucket/models")
 
 
 def test_explicit_control_loads_what_model_load_names():

@@ -106,6 +106,7 @@ def on_starting(server):
         server.log.error("GRPC_PORT %s is in use (%s)", _settings.GRPC_PORT, _settings.GRPC_BIND)
         sys.exit(1)
     app = server.app.wsgi()
+    control.note_repository(app)
     try:
         with control.master_lock(app):
             load_models(app, control.load_names(app))
@@ -144,6 +145,7 @@ def on_reload(server):
     # pre_fork froze every object before the last fork; unfrozen, what the
     # previous reload left behind can be collected (else ~70 kB a reload stays).
     gc.unfreeze()
+    control.note_repository(app)
     with control.master_lock(app):
         try:
             load_models(app, control.load_names(app))
@@ -192,6 +194,8 @@ def post_worker_init(worker):
         call_later = worker.call_later
         if control.explicit(worker.wsgi):
             keep_up(worker.wsgi, call_later)
+        if _settings.MODEL_POLL_SECONDS:
+            poll(worker.wsgi, worker.ppid, call_later)
     else:
         call_later = lambda seconds, function: threading.Timer(seconds, function).start()  # noqa: E731
     worker.grpc_server = None
@@ -251,6 +255,17 @@ def keep_up(app, call_later):
         call_later(control.IDLE_POLL_SECONDS, poll)
 
     poll()
+
+
+def poll(app, master: int, call_later):
+    """Every MODEL_POLL_SECONDS, ask the master to reload when the repository changed."""
+    from app.core import control
+
+    def tick():
+        control.poll_repository(app, master)
+        call_later(_settings.MODEL_POLL_SECONDS, tick)
+
+    call_later(_settings.MODEL_POLL_SECONDS, tick)
 
 
 def worker_exit(server, worker):

@@ -146,6 +146,16 @@ class Config:
             environ, "MODEL_CONTROL_MODE", "poll", ("poll", "explicit")
         )
         self.MODEL_LOAD = _model_load(environ, self.MODEL_CONTROL_MODE, self.MODEL_REPOSITORY)
+        # poll: how often a worker looks for a change under the root (0: on SIGHUP only).
+        self.MODEL_POLL_SECONDS = _number(
+            environ, "MODEL_POLL_SECONDS", 0, int, minimum=0, maximum=86_400
+        )
+        if self.MODEL_POLL_SECONDS and (
+            not self.MODEL_REPOSITORY or self.REPOSITORY_STORE or self.MODEL_CONTROL_MODE != "poll"
+        ):
+            raise ConfigError(
+                "MODEL_POLL_SECONDS polls a local MODEL_REPOSITORY in MODEL_CONTROL_MODE=poll"
+            )
         # An s3:// MODEL_DIR is served from its mirror in the cache (app/runtime/object_store.py).
         self.MODEL_STORE = _object_store(environ)
         if self.MODEL_STORE:

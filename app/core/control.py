@@ -1,5 +1,5 @@
 """Explicit model control (MODEL_CONTROL_MODE=explicit): load and unload without a restart,
-every worker serving the same set.
+every worker serving the same set; and the poll mode's interval poll (MODEL_POLL_SECONDS).
 
 The set lives in one file, ``models.json``, in a directory the master creates:
 each model's version and the file holding its verified bundle, and the models
@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -43,13 +44,15 @@ from app.core.serving import (
 )
 from app.runtime.loader import load_newest, load_registered_as, registered_models
 from app.runtime.model import ModelBundle, ModelLoadError
-from app.runtime.store import MODEL_NAME, StoreError, list_models
+from app.runtime.store import MODEL_NAME, StoreError, fingerprint, list_models
 
 log = logging.getLogger(__name__)
 
 # The generation of models.json, raised by each write.
 _generation = multiprocessing.RawValue("q", 0)
 _directory: Path | None = None
+# The repository's fingerprint when the master last loaded it (MODEL_POLL_SECONDS).
+_polled = multiprocessing.RawValue("q", 0)
 # How often a waiting load or unload tries the lock again.
 LOCK_POLL_SECONDS = 0.05
 # How often an idle worker looks for a load or unload another one answered.
@@ -96,6 +99,27 @@ def publish(app: Flask) -> None:
     state = serving_state(app)
     state.sources = {name: _saved(bundle) for name, bundle in state.bundles.items()}
     state.generation = _write(state)
+
+
+def note_repository(app: Flask) -> None:
+    """In the master, before a start's or reload's load: the repository as it is now, for
+    the workers' interval poll (MODEL_POLL_SECONDS) to compare against."""
+    if app.config["MODEL_POLL_SECONDS"]:
+        _polled.value = fingerprint(app.config["MODEL_REPOSITORY"])
+
+
+def poll_repository(app: Flask, master: int) -> None:
+    """In a worker, every MODEL_POLL_SECONDS: when the repository changed since the master
+    last loaded it, ask the master for a reload (SIGHUP), as ``make reload`` does.
+
+    The first worker to see the change records it, so one change is one reload
+    (two workers seeing it at once may ask twice: a second, harmless reload).
+    """
+    current = fingerprint(app.config["MODEL_REPOSITORY"])
+    if current != _polled.value:
+        _polled.value = current
+        log.info("the model repository changed: reloading")
+        os.kill(master, signal.SIGHUP)
 
 
 def load_names(app: Flask) -> set[str] | None:

@@ -1,10 +1,12 @@
 """The model store: ``<MODEL_DIR>/<version>/`` directories holding a saved model."""
 
+import hashlib
 import json
 import os
 import re
 import stat
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from app.runtime.artifact import SAVED_MODEL_DIR
@@ -160,3 +162,20 @@ def list_models(root: Path | str, max_models: int) -> tuple[dict[str, Path], lis
         raise StoreError(f"{root}: {len(found)} models, over MAX_MODELS={max_models}")
     models = {path.name: path for path in found if MODEL_NAME.fullmatch(path.name)}
     return models, [ascii(path.name) for path in found if path.name not in models]
+
+
+def fingerprint(root: Path | str) -> int:
+    """A number that changes when a repository's models, versions or files do: its
+    directories' and files' names, sizes and modification times, three levels deep
+    (``<name>/<version>/<file>``), and ``registry.json``'s."""
+    digest = hashlib.blake2b(digest_size=8)
+    root = Path(root)
+    for path in sorted(chain([root / "registry.json"], root.glob("*/*/*"))):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue  # A version being written (.3.partial), a cache.
+        try:
+            facts = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path.relative_to(root)}\0{facts.st_size}\0{facts.st_mtime_ns}\n".encode())
+    return int.from_bytes(digest.digest(), "big", signed=True)

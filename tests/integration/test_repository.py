@@ -6,6 +6,7 @@ Run alone with ``.venv/bin/pytest tests/integration/test_repository.py``.
 """
 
 import shutil
+import time
 
 import grpc
 import numpy as np
@@ -14,7 +15,13 @@ import requests
 
 from app.grpc import open_inference_pb2 as pb
 from app.runtime.compiler import tensor_specs
-from tests.integration.clients import metric_values, oip_call, reload_under_load
+from tests.integration.clients import (
+    RequestStream,
+    metric_values,
+    oip_call,
+    reload_under_load,
+    wait_for,
+)
 from tests.integration.conftest import start
 from tests.integration.grpc_clients import client
 from tests.integration.server import GunicornServer
@@ -216,3 +223,25 @@ def test_ready_waits_for_every_model_that_loads(repository, tmp_path):
             assert ready.status_code == 200, (name, ready.text)
     finally:
         server.stop()
+
+
+def test_an_interval_poll_serves_a_new_model_and_drops_a_removed_one_unasked(
+    model_dir, multi_model_dir, zoo, tmp_path, make_server
+):
+    root = write_repository(tmp_path / "repository", model_dir, multi_model_dir, zoo)
+    server = make_server(None, MODEL_REPOSITORY=root, MODEL_POLL_SECONDS="1")
+    with RequestStream(server.url, path="/predict/linear") as stream:
+        wait_for(lambda: len(stream.versions) > 20)
+        shutil.copytree(model_dir, root / "linear-copy")
+        wait_for(lambda: all("linear-copy" in names for names in indexes(server)), timeout=60)
+        shutil.rmtree(root / "multi")
+        wait_for(lambda: all("multi" not in names for names in indexes(server)), timeout=60)
+        count = len(stream.versions)
+        wait_for(lambda: len(stream.versions) > count + 20)
+    assert stream.failures == [], stream.failures[:3]
+    # Unchanged, the repository is not reloaded again.
+    wait_for(lambda: len(server.worker_pids()) == server.workers, timeout=60)
+    pids = server.worker_pids()
+    time.sleep(3)
+    assert server.worker_pids() == pids
+    assert server.output().count("the model repository changed") >= 2

@@ -4,7 +4,13 @@ import os
 
 import pytest
 
-from app.runtime.store import StoreError, list_models, list_versions, next_version_number
+from app.runtime.store import (
+    StoreError,
+    fingerprint,
+    list_models,
+    list_versions,
+    next_version_number,
+)
 
 
 def make_version(root, name, files=("model.keras",)):
@@ -161,3 +167,18 @@ def test_a_repository_over_max_models_or_missing_is_refused(tmp_path):
         list_models(tmp_path, max_models=2)
     with pytest.raises(StoreError, match="does not exist"):
         list_models(tmp_path / "nothing", max_models=2)
+
+
+def test_a_repository_fingerprint_changes_with_its_models_and_ignores_hidden_work(tmp_path):
+    (tmp_path / "a" / "1").mkdir(parents=True)
+    (tmp_path / "a" / "1" / "model.tflite").write_bytes(b"x")
+    before = fingerprint(tmp_path)
+    assert fingerprint(tmp_path) == before
+    (tmp_path / "a" / ".2.partial").mkdir()
+    (tmp_path / "a" / ".2.partial" / "model.tflite").write_bytes(b"y")
+    assert fingerprint(tmp_path) == before
+    (tmp_path / "a" / ".2.partial").rename(tmp_path / "a" / "2")
+    assert fingerprint(tmp_path) != before
+    after = fingerprint(tmp_path)
+    (tmp_path / "registry.json").write_text("{}")
+    assert fingerprint(tmp_path) != after

@@ -254,26 +254,32 @@ def serve_bundle(app: Flask, bundle: ModelBundle) -> None:
 
 
 def serve_runner(app: Flask, runner: ModelRunner) -> None:
-    """Make ``runner`` one of this worker's: its input monitor, metrics and body limit
-    (the largest any served model takes)."""
+    """Make ``runner`` one of this worker's, in place of an earlier version: its input
+    monitor, metrics and body limit (the largest any served model takes)."""
     runner.monitor = input_monitor(runner)
-    forget_runner(app, runner.name)
     state = serving_state(app)
+    retire(state, runner.name)
     state.runners[runner.name] = runner
-    app.config["MAX_CONTENT_LENGTH"] = max(
-        served.bundle.max_body_bytes for served in state.runners.values()
-    )
     MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
+    fit_body_limit(app)
 
 
 def forget_runner(app: Flask, name: str) -> None:
-    """Stop serving model ``name`` in this worker (an unload, or a newer version's)."""
-    state = serving_state(app)
+    """Stop serving model ``name`` in this worker (an unload)."""
+    retire(serving_state(app), name)
+    fit_body_limit(app)
+
+
+def retire(state: ServingState, name: str) -> None:
     runner = state.runners.pop(name, None)
     if runner is not None:
         MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(0)
+
+
+def fit_body_limit(app: Flask) -> None:
+    """MAX_CONTENT_LENGTH: the largest body any served model takes (kept when none serves)."""
     app.config["MAX_CONTENT_LENGTH"] = max(
-        (served.bundle.max_body_bytes for served in state.runners.values()),
+        (served.bundle.max_body_bytes for served in serving_state(app).runners.values()),
         default=app.config["MAX_CONTENT_LENGTH"],
     )
 

@@ -5,6 +5,7 @@ import sys
 from datetime import UTC, datetime
 
 from flask import g, has_request_context
+from gunicorn.glogging import Logger
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 # Gunicorn access-log atoms copied into each access record, under our names.
@@ -18,6 +19,33 @@ ACCESS_FIELDS = {
 }
 NUMERIC_FIELDS = {"status", "duration_ms"}
 ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+
+
+class AccessLogger(Logger):
+    """Gunicorn's logger, making only the access-log atoms this server writes.
+
+    Gunicorn's own ``atoms`` copies every request header, response header and
+    WSGI environ entry for each request, and formats a date no record uses:
+    measured, a twentieth of a probe's cost. ``ACCESS_FORMAT`` and
+    ``ACCESS_FIELDS`` name every atom made here.
+    """
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        method = environ["REQUEST_METHOD"]
+        sent = getattr(resp, "sent", None)
+        request_id = next(
+            (value for name, value in resp.headers if name.lower() == "x-request-id"), "-"
+        )
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"),
+            "r": f"{method} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
+            "s": str(resp.status).split(None, 1)[0],
+            "b": "-" if sent is None else str(sent),
+            "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+            "m": method,
+            "U": environ.get("PATH_INFO"),
+            "{x-request-id}o": request_id,
+        }
 
 
 class RequestIdFilter(logging.Filter):

@@ -33,8 +33,7 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 
 def register_request_hooks(app: Flask) -> None:
     app.before_request(start_request)
-    app.after_request(record_request)
-    app.after_request(add_response_headers)
+    app.after_request(finish_response)
     app.teardown_request(end_request)
 
 
@@ -46,30 +45,35 @@ def start_request() -> None:
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
-def record_request(response):
+def finish_response(response):
+    """Add the headers every answer carries, then count and time the request.
+
+    One hook, each context proxy read once: this runs on every request.
+    """
+    current = request._get_current_object()
+    context = g._get_current_object()
+    headers = response.headers
+    headers["X-Request-ID"] = getattr(context, "request_id", None) or uuid.uuid4().hex
+    if current_app.config["EXPOSE_WORKER_PID"]:
+        # Which Gunicorn worker answered: for debugging and tests, off by default.
+        headers["X-Worker-PID"] = str(os.getpid())
+    headers.update(SECURITY_HEADERS)
+    is_docs = current.path.startswith(DOCS_PATHS)
+    headers["Content-Security-Policy"] = DOCS_CSP if is_docs else API_CSP
+    if not is_docs:
+        # Predictions and health are per-moment answers: never cache them.
+        headers["Cache-Control"] = "no-store"
     # The route's pattern, never the raw path: unknown URLs must not mint labels.
-    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    method = request.method if request.method in KNOWN_METHODS else "other"
+    rule = current.url_rule
+    endpoint = rule.rule if rule else "unmatched"
+    method = current.method if current.method in KNOWN_METHODS else "other"
     REQUESTS.labels(endpoint, method, response.status_code).inc()
-    if "started" in g:
-        REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - g.started)
+    started = getattr(context, "started", None)
+    if started is not None:
+        REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
     return response
 
 
 def end_request(error=None) -> None:
     if g.pop("started", None) is not None:
         IN_FLIGHT.dec()
-
-
-def add_response_headers(response):
-    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
-    if current_app.config["EXPOSE_WORKER_PID"]:
-        # Which Gunicorn worker answered: for debugging and tests, off by default.
-        response.headers["X-Worker-PID"] = str(os.getpid())
-    response.headers.update(SECURITY_HEADERS)
-    is_docs = request.path.startswith(DOCS_PATHS)
-    response.headers["Content-Security-Policy"] = DOCS_CSP if is_docs else API_CSP
-    if not is_docs:
-        # Predictions and health are per-moment answers: never cache them.
-        response.headers["Cache-Control"] = "no-store"
-    return response

@@ -15,7 +15,8 @@ connections). This worker adds two rules:
   meanwhile: no model, however slow, gets its worker killed for a timeout.
 
 And it closes a connection as Gunicorn's sync worker does, draining what the
-client still sends first, so a refusal is not lost to a reset.
+client still sends first, so a refusal is not lost to a reset; and it sends
+an answer's head with its body, in one system call instead of two.
 
 Gunicorn imports this module in the master; it patches nothing there. The
 worker monkey-patches the standard library when it starts, as Gunicorn's
@@ -55,12 +56,18 @@ class ModelServerWorker(GeventWorker):
     # Gunicorn's sync worker does, half-close and drain briefly first.
 
     def handle_request(self, listener_name, req, sock, addr):
+        answer = OneWrite(sock)
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            return super().handle_request(listener_name, req, answer, addr)
         except StopIteration:  # The connection closes after this answer.
+            try:
+                answer.flush()
+            except OSError:  # Gunicorn closed it already, after an error mid-answer.
+                pass
             util.close_graceful(sock)
             raise
         finally:
+            answer.flush()
             gevent.sleep(0)
 
     def handle_error(self, req, client, addr, exc):
@@ -88,6 +95,48 @@ class ModelServerWorker(GeventWorker):
     def call_later(seconds: float, function) -> None:
         """Run ``function`` after ``seconds``; a thread would block the loop (and fail)."""
         gevent.spawn_later(seconds, function)
+
+
+class OneWrite:
+    """A client socket that sends an answer's head together with its body.
+
+    Gunicorn writes the status line and headers in one ``sendall`` and the body
+    in the next: two system calls per answer, and on loopback the larger part
+    of a probe's cost. The head, always the first write, is held until the
+    body's first write, or ``flush`` at the end of the request; a large body
+    goes on its own rather than be copied. Everything else is the socket's.
+    """
+
+    JOIN_BYTES = 64 * 1024
+
+    def __init__(self, sock):
+        self._socket = sock
+        self._head = None
+        self._started = False
+
+    def sendall(self, data) -> None:
+        if not self._started:
+            self._started = True
+            self._head = data
+            return
+        head, self._head = self._head, None
+        if head is not None:
+            if len(data) <= self.JOIN_BYTES:
+                return self._socket.sendall(head + data)
+            self._socket.sendall(head)
+        self._socket.sendall(data)
+
+    def flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None:
+            self._socket.sendall(head)
+
+    def sendfile(self, *args, **kwargs):
+        self.flush()
+        return self._socket.sendfile(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._socket, name)
 
 
 def inference_thread():

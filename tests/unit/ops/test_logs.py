@@ -2,9 +2,20 @@
 
 import json
 import logging
+import re
 import sys
+from datetime import timedelta
+from types import SimpleNamespace
 
-from app.ops.logs import JsonLogFormatter, RequestIdFilter
+from gunicorn.config import Config
+
+from app.ops.logs import (
+    ACCESS_FIELDS,
+    ACCESS_FORMAT,
+    AccessLogger,
+    JsonLogFormatter,
+    RequestIdFilter,
+)
 
 
 def format_record(record) -> dict:
@@ -62,3 +73,32 @@ def test_predictions_are_logged_with_inputs_outputs_version_and_request_id(app, 
 def test_prediction_logging_can_be_sampled_down_to_nothing(app, client, caplog):
     app.config["PREDICTION_LOG_SAMPLE_RATE"] = 0.0
     assert predictions_logged(client, caplog) == []
+
+
+def access_atoms(request_id="req-7") -> dict:
+    response = SimpleNamespace(
+        status="404 NOT FOUND", sent=178, headers=[("X-Request-ID", request_id)]
+    )
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/nothing?x=1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "PATH_INFO": "/nothing",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    return AccessLogger(Config()).atoms(response, None, environ, timedelta(milliseconds=12.7))
+
+
+def test_the_access_logger_makes_every_atom_the_format_and_the_json_fields_use():
+    used = set(re.findall(r"%\((.*?)\)s", ACCESS_FORMAT)) | set(ACCESS_FIELDS)
+    assert used <= set(access_atoms())
+    assert ACCESS_FORMAT % access_atoms() == (
+        '127.0.0.1 "GET /nothing?x=1 HTTP/1.1" 404 178 12ms request_id=req-7'
+    )
+
+
+def test_an_access_record_carries_the_answers_request_id_as_json():
+    record = logging.LogRecord("gunicorn.access", logging.INFO, __file__, 1, "%(m)s", (), None)
+    record.args = access_atoms("r-42")
+    line = format_record(record)
+    assert (line["path"], line["status"], line["request_id"]) == ("/nothing", 404, "r-42")

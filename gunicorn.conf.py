@@ -124,6 +124,9 @@ def port_is_free(address: str) -> bool:
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gRPC binds: a port whose last connections linger in TIME_WAIT (a
+        # restart just after load) is free; one another server listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, int(port)))
         except OSError:

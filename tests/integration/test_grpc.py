@@ -11,6 +11,7 @@ calls. Run alone with ``.venv/bin/pytest tests/integration/test_grpc.py``.
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from app.grpc import open_inference_pb2 as pb
 from app.grpc.server import CONNECTION_AGE_SECONDS
 from tests.integration.clients import metric_values, oip_call, served_versions, wait_for
 from tests.integration.grpc_clients import client
+from tests.integration.server import GunicornServer
 from tests.integration.test_protocols import multi_batch
 from tests.models import keras_outputs
 
@@ -338,3 +340,24 @@ def test_strings_reach_a_model_on_the_tensorflow_runtime(text_server, zoo, name,
         pb.ModelMetadataResponse,
     )
     assert metadata.platform == "tensorflow_savedmodel" and metadata.inputs[0].datatype == "BYTES"
+
+
+def test_a_restart_serves_the_same_grpc_port_while_old_clients_hang_on(
+    model_dir, make_server, tmp_path
+):
+    first = make_server(model_dir, workers=1)
+    # A client that keeps its connection after the server stops: the server's
+    # side lingers (FIN-WAIT-2, then TIME_WAIT) on the gRPC port meanwhile.
+    with socket.create_connection(("127.0.0.1", first.grpc_port), timeout=5):
+        assert infer(first, linear_request()).model_name == "linear"
+        first.stop()
+        second = make_server(model_dir, workers=1, GRPC_PORT=first.grpc_port)
+    second.grpc_target = first.grpc_target
+    assert infer(second, linear_request()).model_name == "linear"
+    # A port another server listens on is still refused (SO_REUSEPORT would share it).
+    third = GunicornServer(model_dir, tmp_path / "third.log", 1, GRPC_PORT=first.grpc_port)
+    try:
+        assert third.process.wait(timeout=60) != 0
+        assert f"GRPC_PORT {first.grpc_port} is in use" in third.output()
+    finally:
+        third.stop()

@@ -10,6 +10,7 @@ INT32 input, is refused, never cast.
 """
 
 from dataclasses import dataclass
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -57,12 +58,12 @@ class Kind:
     low: float | int | None = None
     high: float | int | None = None
 
-    @property
+    @cached_property
     def numpy(self) -> np.dtype:
         """The little-endian numpy dtype (object for strings)."""
         return np.dtype(object) if self.family == "bytes" else np.dtype(self.name).newbyteorder("<")
 
-    @property
+    @cached_property
     def bits(self) -> int:
         """Bits of the value: the mantissa and sign for floats (what integers they hold)."""
         if self.family == "float":
@@ -77,6 +78,7 @@ class Kind:
         return "true or false" if self.family == "bool" else 'a string (or {"b64": base64})'
 
 
+@cache  # Asked on every request; numpy's finfo and iinfo cost microseconds each.
 def kind(dtype: str) -> Kind:
     """The ``Kind`` of a signature's dtype; ``ValueError`` for one that is not served."""
     if dtype not in DATATYPES:
@@ -92,6 +94,7 @@ def kind(dtype: str) -> Kind:
     return Kind(dtype, "int", int(info.min), int(info.max))
 
 
+@cache
 def holds_exactly(source: str, target: str) -> bool:
     """Whether every value of dtype ``source`` is a value of dtype ``target``."""
     given, taken = kind(source), kind(target)

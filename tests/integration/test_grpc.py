@@ -196,7 +196,7 @@ def test_request_ids_are_echoed_in_metadata_and_calls_counted(server):
             response_deserializer=pb.ModelInferResponse.FromString,
         )
         _, answer = call.with_call(linear_request(), metadata=[("x-request-id", "abc-123")])
-    assert ("x-request-id", "abc-123") in answer.initial_metadata()
+    assert ("x-request-id", "abc-123") in answer.trailing_metadata()
     with pytest.raises(grpc.RpcError):
         infer(server, pb.ModelInferRequest(model_name="nope"))
     values = metric_values(server.url)

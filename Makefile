@@ -130,7 +130,7 @@ openapi: install ## Regenerate openapi.yaml from the app
 	FLASK_APP=wsgi:app $(BIN)/flask openapi write --format=yaml openapi.yaml
 
 .PHONY: bench
-bench: model ## Benchmark the real server with wrk and h2load: benchmarks/*results.md, slow-clients.md
+bench: model ## Benchmark the real server with wrk and h2load: benchmarks/*results.md (speed-results.md: the speed table)
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { echo "wrk or h2load missing: installing Debian's packages"; \
 		(apt-get update -qq && apt-get install -y -qq wrk nghttp2-client) || { echo "cannot install wrk and h2load; install them and rerun"; exit 1; }; }
 	$(BIN)/python -m pip install --quiet -e '.[train,dev,bench]'
@@ -139,6 +139,7 @@ bench: model ## Benchmark the real server with wrk and h2load: benchmarks/*resul
 	$(BIN)/python -m benchmarks.slow_clients
 	$(BIN)/python -m benchmarks.grpc
 	$(BIN)/python -m benchmarks.repository
+	$(BIN)/python -m benchmarks.speed
 
 .PHONY: loadtest
 loadtest: model ## Locust load test against a fresh server; report in reports/, fails on errors or slow p95

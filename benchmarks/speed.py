@@ -1,0 +1,232 @@
+"""The speed table from one run: ``make bench`` (or ``.venv/bin/python -m benchmarks.speed``).
+
+Serves the notebook model (MODEL_DIR) and MobileNetV3Small (built as
+benchmarks/image.py builds it) with the server's defaults: two gevent
+workers, gRPC on. wrk drives HTTP and h2load gRPC, on 127.0.0.1. Each
+figure is a ratio of two runs made back to back on the same machine, taken
+``--rounds`` times in alternating order; the median is reported, with every
+round. The peer is KServe's Python server (benchmarks/kserve_live.py: two
+uvicorn workers, the same flatbuffer through the same LiteRT interpreter);
+``--no-kserve`` leaves its two rows out. Writes benchmarks/speed-results.md.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from benchmarks.bench import binary_script, memory_kib, time_per_call_us, wrk, wrk_script
+from benchmarks.grpc import grpc_frame, h2load, infer_request
+from benchmarks.image import build_store
+from benchmarks.slow_clients import held_connections
+from tests.integration.server import GunicornServer, free_port
+
+HERE = Path(__file__).resolve().parent
+IDLE = 200
+
+
+def alternate(first, second, rounds: int) -> tuple[float, list[float]]:
+    """``first() / second()`` over ``rounds`` pairs, the order swapped each round."""
+    ratios = []
+    for index in range(rounds):
+        if index % 2:
+            b, a = second(), first()
+        else:
+            a, b = first(), second()
+        ratios.append(a / b)
+    return statistics.median(ratios), ratios
+
+
+def worker_cpu_seconds(server: GunicornServer) -> float:
+    """User and system CPU of the server's workers so far."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    ticks = 0
+    for pid in children:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def whole_memory_mib(server: GunicornServer) -> float:
+    """PSS of the master and its workers (a page shared by n processes counts 1/n each)."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    return sum(memory_kib(int(pid))["pss"] for pid in [server.pid, *children]) / 1024
+
+
+def bare_invoke_us(model_dir: Path) -> float:
+    """One image through the model's own LiteRT interpreter (XNNPACK, one thread)."""
+    from app.runtime.litert import LiteRTRuntime
+
+    runtime = LiteRTRuntime((model_dir / "1" / "model.tflite").read_bytes(), 1, 1, "xnnpack")
+    image = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
+    return time_per_call_us(runtime, [image], seconds=3.0)
+
+
+class Peer:
+    """KServe's Python server on a free port, serving the notebook model's flatbuffer."""
+
+    def __init__(self, model_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        flatbuffer = str(model_dir / "1" / "model.tflite")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.kserve_live", str(self.port), flatbuffer],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/v2/health/live", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        time.sleep(2)  # Both uvicorn workers up.
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def linear_rows(model_dir: Path, scratch: Path, args, rows: dict) -> None:
+    seconds, rounds = args.seconds, args.rounds
+    server = GunicornServer(model_dir, scratch / "linear.log")
+    peer = None
+    try:
+        server.wait_until_all_workers_ready(2)
+        time.sleep(1)
+        rows["idle memory, whole server (2 workers, gRPC on)"] = (
+            f"{whole_memory_mib(server):,.0f} MiB",
+            [],
+        )
+        live = f"{server.url}/health/live"
+        predict = f"{server.url}/predict"
+        predict_script = wrk_script(scratch, "predict-1")
+        one = np.array([[0.5]], np.float32)
+        body = scratch / "one.bin"
+        body.write_bytes(grpc_frame(infer_request(model_dir.name, "x", one)))
+        v2 = f"{server.url}/v2/models/{model_dir.name}/infer"
+        v2_script = binary_script(scratch, "speed-one", one)
+
+        def rate(url, script, scenario, connections):
+            return lambda: wrk(url, script, scenario, connections, seconds).requests_per_second
+
+        rows["gRPC ÷ REST binary, one instance, c16"] = alternate(
+            lambda: h2load(server.grpc_target, body, 16, seconds)["requests_per_second"],
+            rate(v2, v2_script, "v2bin", 16),
+            rounds,
+        )
+        rows["`/predict` ÷ `/health/live` at c16"] = alternate(
+            rate(predict, predict_script, "predict-1", 16), rate(live, None, "live", 16), rounds
+        )
+
+        def with_idle():
+            with held_connections(server.port, IDLE):
+                return rate(predict, predict_script, "predict-1", 20)()
+
+        rows[f"c20 `/predict` with {IDLE} idle silent connections ÷ without"] = alternate(
+            with_idle, rate(predict, predict_script, "predict-1", 20), rounds
+        )
+        if args.kserve:
+            peer = Peer(model_dir)
+            theirs = f"{peer.url}/v1/models/linear:predict"
+            rows["`/predict` ÷ KServe v1 `:predict` at c20"] = alternate(
+                rate(predict, predict_script, "predict-1", 20),
+                rate(theirs, predict_script, "predict-1", 20),
+                rounds,
+            )
+            rows["cheapest GET (`/health/live`) ÷ KServe's `/v2/health/live` at c20"] = alternate(
+                rate(live, None, "live", 20),
+                rate(f"{peer.url}/v2/health/live", None, "live", 20),
+                rounds,
+            )
+    finally:
+        server.stop()
+        if peer:
+            peer.stop()
+
+
+def image_rows(image_dir: Path, scratch: Path, args, rows: dict) -> None:
+    seconds, rounds = args.seconds, args.rounds
+    image = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype(np.float32)
+    body = scratch / "image.bin"
+    body.write_bytes(grpc_frame(infer_request("mobilenet", "input_layer", image)))
+    script = binary_script(scratch, "speed-image", image, "input_layer")
+    server = GunicornServer(image_dir, scratch / "mobilenet.log")
+    try:
+        server.wait_until_all_workers_ready(2)
+        v2 = f"{server.url}/v2/models/mobilenet/infer"
+        rows["gRPC ÷ REST binary, one image, c16"] = alternate(
+            lambda: h2load(server.grpc_target, body, 16, seconds)["requests_per_second"],
+            lambda: wrk(v2, script, "v2bin", 16, seconds).requests_per_second,
+            rounds,
+        )
+        bare = bare_invoke_us(image_dir)
+
+        def server_cpu_us():
+            before = worker_cpu_seconds(server)
+            result = wrk(v2, script, "v2bin", 4, seconds)
+            spent = worker_cpu_seconds(server) - before
+            return spent / (result.requests_per_second * seconds) * 1e6
+
+        spent = [server_cpu_us() for _ in range(rounds)]
+        ratios = [bare / cpu for cpu in spent]
+        rows[
+            f"bare invoke ({bare:,.0f} µs) ÷ server CPU per image request "
+            f"(REST binary, c4: median {statistics.median(spent):,.0f} µs)"
+        ] = (statistics.median(ratios), ratios)
+    finally:
+        server.stop()
+
+
+def markdown(rows: dict, args) -> str:
+    lines = [
+        "# The speed table",
+        "",
+        f"`make bench` (benchmarks/speed.py): the server's defaults (2 gevent workers, gRPC on), "
+        f"{args.seconds} s a run, {args.rounds} rounds in alternating order, medians; on this "
+        "machine (2 cores, shared with the load generators). Absolute numbers vary by machine; "
+        "the ratios are what each row compares.",
+        "",
+        "| figure | median | each round |",
+        "|---|---|---|",
+    ]
+    for label, (value, rounds) in rows.items():
+        median = value if isinstance(value, str) else f"{value:.2f}"
+        lines.append(f"| {label} | {median} | {', '.join(f'{r:.2f}' for r in rounds)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model-dir", type=Path, default=Path(os.environ.get("MODEL_DIR", "models/linear"))
+    )
+    parser.add_argument("--image-store", type=Path, help="kept between runs when given")
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-kserve", dest="kserve", action="store_false")
+    parser.add_argument("--output", type=Path, default=HERE / "speed-results.md")
+    args = parser.parse_args(argv)
+    rows: dict = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        linear_rows(args.model_dir.resolve(), scratch, args, rows)
+        store = args.image_store or scratch / "store"
+        image_dir = store / "mobilenet" if (store / "mobilenet" / "1").exists() else None
+        image_rows(image_dir or build_store(store), scratch, args, rows)
+    report = markdown(rows, args)
+    args.output.write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

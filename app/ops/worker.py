@@ -60,10 +60,7 @@ class ModelServerWorker(GeventWorker):
         try:
             return super().handle_request(listener_name, req, answer, addr)
         except StopIteration:  # The connection closes after this answer.
-            try:
-                answer.flush()
-            except OSError:  # Gunicorn closed it already, after an error mid-answer.
-                pass
+            answer.flush()
             util.close_graceful(sock)
             raise
         finally:
@@ -127,9 +124,15 @@ class OneWrite:
         self._socket.sendall(data)
 
     def flush(self) -> None:
+        """Send a head still held. A client gone by then (or a socket Gunicorn closed
+        after an error mid-answer) is not this request's error: it is noticed at the
+        connection's next read, as a failed write of the head alone would have been."""
         head, self._head = self._head, None
         if head is not None:
-            self._socket.sendall(head)
+            try:
+                self._socket.sendall(head)
+            except OSError:
+                pass
 
     def sendfile(self, *args, **kwargs):
         self.flush()

@@ -53,3 +53,13 @@ def test_a_file_is_sent_after_the_head():
     answer.sendfile(None, count=10)
     assert sock.calls == [("sendall", b"head"), ("sendfile", 10)]
     assert answer.getpeername() == ("127.0.0.1", 5000)
+
+
+def test_a_head_that_cannot_be_sent_at_the_end_is_dropped_quietly():
+    class GoneSocket(RecordingSocket):
+        def sendall(self, data):
+            raise BrokenPipeError
+
+    answer = OneWrite(GoneSocket())
+    answer.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    answer.flush()

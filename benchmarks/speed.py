@@ -44,11 +44,18 @@ def alternate(first, second, rounds: int) -> tuple[float, list[float]]:
     return statistics.median(ratios), ratios
 
 
+def workers(server: GunicornServer) -> list[int]:
+    """The pids of the master's worker processes."""
+    return [
+        int(pid)
+        for pid in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    ]
+
+
 def worker_cpu_seconds(server: GunicornServer) -> float:
     """User and system CPU of the server's workers so far."""
-    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
     ticks = 0
-    for pid in children:
+    for pid in workers(server):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -56,8 +63,7 @@ def worker_cpu_seconds(server: GunicornServer) -> float:
 
 def whole_memory_mib(server: GunicornServer) -> float:
     """PSS of the master and its workers (a page shared by n processes counts 1/n each)."""
-    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-    return sum(memory_kib(int(pid))["pss"] for pid in [server.pid, *children]) / 1024
+    return sum(memory_kib(pid)["pss"] for pid in [server.pid, *workers(server)]) / 1024
 
 
 def bare_invoke_us(model_dir: Path) -> float:

@@ -199,10 +199,10 @@ def post_worker_init(worker):
         call_later = worker.call_later
         if control.explicit(worker.wsgi):
             keep_up(worker.wsgi, call_later)
+        if _settings.MODEL_POLL_SECONDS:
+            poll(worker.wsgi, worker.ppid, call_later)
     else:
         call_later = lambda seconds, function: threading.Timer(seconds, function).start()  # noqa: E731
-    if _settings.MODEL_POLL_SECONDS:
-        poll(worker.wsgi, worker.ppid, call_later)
     worker.grpc_server = None
     if _settings.GRPC_PORT:
         # Imported here, in the worker: gRPC never starts in the master before a fork.

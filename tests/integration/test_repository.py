@@ -225,14 +225,11 @@ def test_ready_waits_for_every_model_that_loads(repository, tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize("worker_class", ["gevent", "sync"])
 def test_an_interval_poll_serves_a_new_model_and_drops_a_removed_one_unasked(
-    model_dir, multi_model_dir, zoo, tmp_path, make_server, worker_class
+    model_dir, multi_model_dir, zoo, tmp_path, make_server
 ):
     root = write_repository(tmp_path / "repository", model_dir, multi_model_dir, zoo)
-    server = make_server(
-        None, MODEL_REPOSITORY=root, MODEL_POLL_SECONDS="1", GUNICORN_WORKER_CLASS=worker_class
-    )
+    server = make_server(None, MODEL_REPOSITORY=root, MODEL_POLL_SECONDS="1")
     with RequestStream(server.url, path="/predict/linear") as stream:
         wait_for(lambda: len(stream.versions) > 20)
         shutil.copytree(model_dir, root / "linear-copy")

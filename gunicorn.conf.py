@@ -199,10 +199,10 @@ def post_worker_init(worker):
         call_later = worker.call_later
         if control.explicit(worker.wsgi):
             keep_up(worker.wsgi, call_later)
-        if _settings.MODEL_POLL_SECONDS:
-            poll(worker.wsgi, worker.ppid, call_later)
     else:
-        call_later = lambda seconds, function: threading.Timer(seconds, function).start()  # noqa: E731
+        call_later = in_thread_later
+    if _settings.MODEL_POLL_SECONDS:
+        poll(worker.wsgi, worker.ppid, call_later)
     worker.grpc_server = None
     if _settings.GRPC_PORT:
         # Imported here, in the worker: gRPC never starts in the master before a fork.
@@ -244,6 +244,14 @@ def post_worker_init(worker):
         call_later(_settings.DRAIN_SECONDS, stop)
 
     signal.signal(signal.SIGTERM, drain)
+
+
+def in_thread_later(seconds: float, function) -> None:
+    """Call ``function`` in ``seconds`` on a daemon thread (the sync and gthread workers):
+    a timer pending at exit, such as the next poll, never keeps a stopped worker alive."""
+    timer = threading.Timer(seconds, function)
+    timer.daemon = True
+    timer.start()
 
 
 def keep_up(app, call_later):

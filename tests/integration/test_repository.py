@@ -225,11 +225,14 @@ def test_ready_waits_for_every_model_that_loads(repository, tmp_path):
         server.stop()
 
 
+@pytest.mark.parametrize("worker_class", ["gevent", "sync"])
 def test_an_interval_poll_serves_a_new_model_and_drops_a_removed_one_unasked(
-    model_dir, multi_model_dir, zoo, tmp_path, make_server
+    model_dir, multi_model_dir, zoo, tmp_path, make_server, worker_class
 ):
     root = write_repository(tmp_path / "repository", model_dir, multi_model_dir, zoo)
-    server = make_server(None, MODEL_REPOSITORY=root, MODEL_POLL_SECONDS="1")
+    server = make_server(
+        None, MODEL_REPOSITORY=root, MODEL_POLL_SECONDS="1", GUNICORN_WORKER_CLASS=worker_class
+    )
     with RequestStream(server.url, path="/predict/linear") as stream:
         wait_for(lambda: len(stream.versions) > 20)
         shutil.copytree(model_dir, root / "linear-copy")
@@ -245,3 +248,15 @@ def test_an_interval_poll_serves_a_new_model_and_drops_a_removed_one_unasked(
     time.sleep(3)
     assert server.worker_pids() == pids
     assert server.output().count("the model repository changed") >= 2
+    # A pending poll never keeps a worker alive once its master has stopped.
+    server.stop()
+    wait_for(lambda: not any(running(pid) for pid in pids), timeout=10)
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -233,6 +233,13 @@ def tf_module(directory: Path) -> None:
     tf.saved_model.save(scorer, str(directory), signatures={"serving_default": scorer.serve})
 
 
+def scaled_linear(scale: float) -> keras.Model:
+    """y = scale * x: each version answers differently, so an answer shows which one ran."""
+    model = keras.Sequential([keras.Input(shape=(1,), name="x"), keras.layers.Dense(1)])
+    model.set_weights([np.array([[scale]], np.float32), np.zeros(1, np.float32)])
+    return model
+
+
 def slow_convolutions() -> keras.Model:
     """Eight numbers in, 40x40 feature maps through five convolutions: ~6 ms an instance
     here, so that a full batch of 1,000 outlasts a scaled-down GUNICORN_TIMEOUT."""

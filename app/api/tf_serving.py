@@ -25,7 +25,7 @@ from app.core.inference import (
     json_ready,
     rows_of,
 )
-from app.core.serving import served_runner, serving_state
+from app.core.serving import served_runner, serving_state, versions_of
 from app.ops.error_shape import cut
 from app.runtime.datatypes import TF_DTYPES
 
@@ -44,7 +44,7 @@ def served_model(name: str, version: str | None = None):
         name,
         version,
         "Servable not found for request: Latest({name}); this server serves {served}",
-        "Servable not found for request: Specific({name}, {version}); version {served} is served",
+        "Servable not found for request: Specific({name}, {version}); served: {served}",
     )
 
 
@@ -65,7 +65,7 @@ class ModelStatus(MethodView):
     @blp.response(200, TfsStatusSchema)
     @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
     def get(self, name, version=None):
-        """Model status: the served version, AVAILABLE"""
+        """Model status: each served version (or the one named), AVAILABLE"""
         runner = served_model(name, version)
         status = {"error_code": "OK", "error_message": ""}
         # "name" and "ready" are KServe's v1 protocol, which its SDK reads from this path.
@@ -73,7 +73,8 @@ class ModelStatus(MethodView):
             "name": runner.name,
             "ready": serving_state(current_app).serves(runner.name),
             "model_version_status": [
-                {"version": str(runner.number), "state": "AVAILABLE", "status": status}
+                {"version": str(served.number), "state": "AVAILABLE", "status": status}
+                for served in ([runner] if version else versions_of(runner))
             ],
         }
 

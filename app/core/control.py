@@ -14,7 +14,6 @@ import, in the master, before any fork.
 """
 
 import atexit
-import dataclasses
 import fcntl
 import json
 import logging
@@ -45,6 +44,7 @@ from app.core.serving import (
 from app.runtime.loader import load_newest, load_registered_as, registered_models
 from app.runtime.model import ModelBundle, ModelLoadError
 from app.runtime.store import MODEL_NAME, StoreError, fingerprint, list_models
+from app.runtime.version_policy import LATEST, read_policies
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +182,20 @@ def load(app: Flask, name: str) -> None:
                 raise ControlError(503, str(error)) from None
         try:
             uris = registered_models(config["MODEL_REPOSITORY"])
+            policies = read_policies(config["MODEL_REPOSITORY"])
         except ModelLoadError as error:
             raise ControlError(400, str(error)) from None
         timeout, model_limits = config["MODEL_LOAD_TIMEOUT"], limits(config)
+        policy = policies.get(name, LATEST)
+        if name in uris and name in policies:
+            raise ControlError(400, f"Model {name!r}: a registry model takes no version policy.")
         if name in uris:
             cache, timeouts = config["MODEL_CACHE_DIR"], registry_timeouts(config)
             load_model = partial(
                 load_registered_as, name, uris[name], cache, timeouts, False, model_limits
             )
         elif path.is_dir():
-            load_model = partial(load_newest, path, None, timeout, model_limits, name)
+            load_model = partial(load_newest, path, None, timeout, model_limits, name, policy)
         else:
             raise ControlError(404, f"Model {name!r} is not in the repository.")
         current = _read()
@@ -210,12 +214,12 @@ def load(app: Flask, name: str) -> None:
                 state.unavailable[name] = str(error)
                 state.generation = _write(state)
             raise ControlError(400, f"Model {name!r} did not load: {error}") from None
-        others = sum(b.compiled.size_bytes for n, b in state.bundles.items() if n != name)
-        if others + bundle.compiled.size_bytes > config["MAX_REPOSITORY_BYTES"]:
+        others = sum(b.size_bytes for n, b in state.bundles.items() if n != name)
+        if others + bundle.size_bytes > config["MAX_REPOSITORY_BYTES"]:
             raise ControlError(
                 400,
                 f"Model {name!r} would bring the served artifacts to "
-                f"{others + bundle.compiled.size_bytes:,} bytes, over "
+                f"{others + bundle.size_bytes:,} bytes, over "
                 f"MAX_REPOSITORY_BYTES={config['MAX_REPOSITORY_BYTES']:,}.",
             )
         report_loaded(bundle)
@@ -286,7 +290,7 @@ def _saved(bundle: ModelBundle) -> str:
     name = f"{bundle.version.name}.{bundle.version.number}.{time.time_ns()}.pickle"
     partial = _directory / f".{name}"
     with partial.open("wb") as file:
-        pickle.dump(dataclasses.replace(bundle, shared_runtime=None), file)
+        pickle.dump(bundle.without_runtime(), file)
     partial.rename(_directory / name)
     return name
 

@@ -4,7 +4,7 @@ Both of its adapters answer from here: REST ``/v2`` (app/api/open_inference.py)
 and gRPC (app/grpc/servicer.py).
 """
 
-from app.core.serving import MODEL_MISSING, served_runner
+from app.core.serving import MODEL_MISSING, served_runner, versions_of
 from app.runtime.datatypes import DATATYPES
 
 SERVER_NAME = "model-server"
@@ -21,7 +21,7 @@ def served_model(name: str, version: str | None = None):
         name,
         version,
         MODEL_MISSING,
-        "Version {version!r} of model {name!r} is not served; version {served} is.",
+        "Version {version!r} of model {name!r} is not served; served: {served}.",
     )
 
 
@@ -33,7 +33,7 @@ def model_metadata(runner) -> dict:
     """The protocol's model metadata, over REST and gRPC alike."""
     return {
         "name": runner.name,
-        "versions": [str(runner.number)],
+        "versions": [str(served.number) for served in versions_of(runner)],
         "platform": PLATFORMS[runner.runtime],
         "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
         "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],

@@ -184,7 +184,7 @@ def load_repository_models(app: Flask, names: set[str] | None) -> None:
         else:
             unavailable[name] = str(error)
             log.error("model %s is unavailable: %s", name, error, extra={"model": name})
-    total = sum(bundle.compiled.size_bytes for bundle in bundles.values())
+    total = sum(bundle.size_bytes for bundle in bundles.values())
     if total > config["MAX_REPOSITORY_BYTES"]:
         raise ModelLoadError(
             f"{root}: its models' artifacts total {total:,} bytes, over "
@@ -205,7 +205,7 @@ def sync_repository(app: Flask, cache_allowed: bool) -> str:
 
 
 def report_loaded(bundle: ModelBundle) -> None:
-    """Log a newly loaded version and count it, with the newer versions that did not load."""
+    """Log newly loaded versions and count them, with the versions that did not load."""
     served_from = (bundle.registry or bundle.store or {}).get("served_from", "registry")
     if served_from not in ("registry", "store"):
         log.warning(
@@ -218,14 +218,15 @@ def report_loaded(bundle: ModelBundle) -> None:
     MODEL_LOAD_FAILURES.inc(bundle.failure_count)
     for failure in bundle.skipped:
         log.warning("skipping a newer model version that does not load: %s", failure)
-    log.info(
-        "loaded model %s version %s (%s, in %.2f s); workers serve it",
-        bundle.version.name,
-        bundle.version.number,
-        bundle.artifact_source,
-        bundle.load_seconds,
-        extra={"model": bundle.version.name, "model_version": bundle.version.number},
-    )
+    for served in bundle.served:
+        log.info(
+            "loaded model %s version %s (%s, in %.2f s); workers serve it",
+            served.version.name,
+            served.version.number,
+            served.artifact_source,
+            served.load_seconds,
+            extra={"model": served.version.name, "model_version": served.version.number},
+        )
 
 
 def start_serving(app: Flask) -> None:
@@ -240,27 +241,35 @@ def start_serving(app: Flask) -> None:
 
 
 def serve_bundle(app: Flask, bundle: ModelBundle) -> None:
-    """Build ``bundle``'s runtime in this worker and serve it."""
-    runner = ModelRunner.build(bundle, app.config["LITERT_THREADS"], full_check=False)
-    serving_state(app).adopt(runner)
+    """Build the runtime of each of ``bundle``'s versions in this worker and serve them."""
+    state, threads = serving_state(app), app.config["LITERT_THREADS"]
+    runner = ModelRunner.build(bundle, threads, full_check=False)
+    runner.older = {
+        older.version.number: ModelRunner.build(older, threads, full_check=False)
+        for older in bundle.older
+    }
+    for served in runner.served:
+        state.adopt(served)
     serve_runner(app, runner)
-    log.info(
-        "serving model %s version %s with %s",
-        runner.name,
-        runner.number,
-        runner.runtime,
-        extra={"model": runner.name, "model_version": runner.number},
-    )
+    for served in runner.served:
+        log.info(
+            "serving model %s version %s with %s",
+            served.name,
+            served.number,
+            served.runtime,
+            extra={"model": served.name, "model_version": served.number},
+        )
 
 
 def serve_runner(app: Flask, runner: ModelRunner) -> None:
-    """Make ``runner`` one of this worker's, in place of an earlier version: its input
-    monitor, metrics and body limit (the largest any served model takes)."""
-    runner.monitor = input_monitor(runner)
+    """Make ``runner`` (and its older versions) this worker's, in place of what served under
+    its name: input monitors, metrics and the body limit (the largest any served model takes)."""
     state = serving_state(app)
     retire(state, runner.name)
     state.runners[runner.name] = runner
-    MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(1)
+    for served in runner.served:
+        served.monitor = input_monitor(served)
+        MODEL_INFO.labels(served.name, str(served.number), served.runtime).set(1)
     fit_body_limit(app)
 
 
@@ -272,14 +281,18 @@ def forget_runner(app: Flask, name: str) -> None:
 
 def retire(state: ServingState, name: str) -> None:
     runner = state.runners.pop(name, None)
-    if runner is not None:
-        MODEL_INFO.labels(runner.name, str(runner.number), runner.runtime).set(0)
+    for served in runner.served if runner is not None else ():
+        MODEL_INFO.labels(served.name, str(served.number), served.runtime).set(0)
 
 
 def fit_body_limit(app: Flask) -> None:
     """MAX_CONTENT_LENGTH: the largest body any served model takes (kept when none serves)."""
     app.config["MAX_CONTENT_LENGTH"] = max(
-        (served.bundle.max_body_bytes for served in serving_state(app).runners.values()),
+        (
+            served.bundle.max_body_bytes
+            for runner in serving_state(app).runners.values()
+            for served in runner.served
+        ),
         default=app.config["MAX_CONTENT_LENGTH"],
     )
 
@@ -335,7 +348,7 @@ def logged(array: np.ndarray):
 
 
 def model_states(state: ServingState, ready_only: bool = False) -> list[dict]:
-    """Each model's name, served version and state, as the repository index lists them:
+    """Each model's name, served versions and state, as the repository index lists them:
     ``READY`` (``LOADING`` before a worker has built it), or ``UNAVAILABLE`` and why."""
     models = []
     for name in state.names:
@@ -344,9 +357,9 @@ def model_states(state: ServingState, ready_only: bool = False) -> list[dict]:
         if name in state.unavailable:
             models.append({"name": name, "state": "UNAVAILABLE", "reason": state.unavailable[name]})
         else:
-            version = str(state.bundles[name].version.number)
             ready = "READY" if name in state.runners else "LOADING"
-            models.append({"name": name, "version": version, "state": ready})
+            for bundle in state.bundles[name].served:
+                models.append({"name": name, "version": str(bundle.version.number), "state": ready})
     return models
 
 
@@ -369,10 +382,20 @@ def served_runner(
         if name in state.bundles:
             not_loaded_yet()
         abort(404, message=model_missing.format(name=cut(name), served=listed(state.names)))
-    if version is not None and version != str(runner.number):
-        message = version_missing.format(name=cut(name), version=cut(version), served=runner.number)
+    if version is None or version == str(runner.number):
+        return runner
+    older = runner.older.get(int(version)) if version.isdigit() and len(version) < 10 else None
+    if older is None:
+        served = ", ".join(str(each.number) for each in runner.served)
+        message = version_missing.format(name=cut(name), version=cut(version), served=served)
         abort(404, message=message)
-    return runner
+    return older
+
+
+def versions_of(runner: ModelRunner) -> list[ModelRunner]:
+    """Every version this worker serves of ``runner``'s model, newest first."""
+    newest = serving_state(current_app).runners.get(runner.name, runner)
+    return newest.served
 
 
 def listed(names: list[str], shown: int = 5) -> str:

@@ -42,8 +42,8 @@ class GrpcServer:
             grpc_gevent.init_gevent()
         config = app.config
         limit = config["MAX_CONTENT_LENGTH"]
-        runners = serving_state(app).runners.values()
-        largest_call = max(limit, *(largest_answer_bytes(runner) for runner in runners))
+        served = [each for runner in serving_state(app).runners.values() for each in runner.served]
+        largest_call = max(limit, *(largest_answer_bytes(runner) for runner in served))
         idle_ms = config["GUNICORN_KEEPALIVE"] * 1000
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=CONCURRENT_CALLS),

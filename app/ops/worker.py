@@ -84,7 +84,8 @@ class ModelServerWorker(GeventWorker):
             runner.turns, runner.offload = turns, offload
 
         for runner in state.runners.values():
-            share(runner)
+            for served in runner.served:
+                share(served)
         state.adopt = share
         state.body_deadline = body_deadline
 

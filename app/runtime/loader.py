@@ -9,7 +9,6 @@ the child is killed and the version counts as not loadable.
 """
 
 import dataclasses
-import json
 import os
 import pickle
 import select
@@ -30,13 +29,14 @@ from app.runtime.input_profile import ProfileError, profiled_features
 from app.runtime.limits import Limits
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
 from app.runtime.store import (
-    MAX_METADATA_BYTES,
     MODEL_NAME,
     ModelVersion,
     StoreError,
     list_models,
     list_versions,
+    read_json_object,
 )
+from app.runtime.version_policy import LATEST, POLICY_FILE, VersionPolicy, read_policies
 
 DEFAULT_LIMITS = Limits()
 # Past ten messages about versions that did not load, the rest are counted as these.
@@ -215,8 +215,10 @@ def load_newest(
     timeout: float,
     limits: Limits = DEFAULT_LIMITS,
     name: str | None = None,
+    policy: VersionPolicy = LATEST,
 ) -> ModelBundle:
-    """The newest version that loads (or exactly the pinned one), with why newer ones did not.
+    """The newest version that loads (or exactly the pinned one), with why newer ones did not;
+    with a ``policy`` serving several, the others that load are its ``older``.
 
     Each version gets ``timeout`` seconds; one that takes longer counts as not
     loadable and the next older one is tried. Raises ``ModelLoadError``
@@ -230,28 +232,34 @@ def load_newest(
         versions = [version for version in versions if version.number == pinned]
         if not versions:
             raise ModelLoadError(f"{model_dir}: pinned MODEL_VERSION {pinned} not found")
-    failures = []
-    while versions:
-        bundle = None
+    versions, failures = policy.candidates(versions)
+    failures = [f"{model_dir}: {missing}" for missing in failures]
+    bundles = []
+    while versions and len(bundles) < policy.wanted:
+        tried = len(versions)
         try:
-            attempt = partial(try_versions, versions, limits)
+            attempt = partial(try_versions, versions, limits, policy.wanted - len(bundles))
             for kind, value in child_messages(attempt, timeout):
+                versions = versions[1:]
                 if kind == "failed":
                     failures.append(value)
-                    versions = versions[1:]
                 elif kind == "loaded":
-                    bundle = value
+                    bundles.append(value)
         except LoadTimeout as error:  # The version being tried hung: skip it, go on.
             failures.append(f"{versions[0].path}: {error}")
             versions = versions[1:]
-            continue
-        if bundle is not None:
-            bundle.skipped = bounded(failures, NOT_LOADING)
-            bundle.failure_count = len(failures)
-            return bundle
-    error = ModelLoadError("; ".join(bounded(failures, NOT_LOADING)))
-    error.failures = failures
-    raise error
+        if len(versions) == tried:  # The child died (a crash in a runtime) before a word.
+            failures.append(f"{versions[0].path}: the loading process died without an answer")
+            versions = versions[1:]
+    if not bundles:
+        error = ModelLoadError("; ".join(bounded(failures, NOT_LOADING)))
+        error.failures = failures
+        raise error
+    newest = bundles[0]
+    newest.older = bundles[1:]
+    newest.skipped = bounded(failures, NOT_LOADING)
+    newest.failure_count = len(failures)
+    return newest
 
 
 def load_repository(
@@ -263,31 +271,38 @@ def load_repository(
     registry: tuple | None = None,
 ) -> tuple[dict[str, ModelBundle], dict[str, ModelLoadError], list[str]]:
     """Every model under a repository root (or those ``names`` names), each as
-    ``load_newest`` loads a MODEL_DIR, and each model ``<root>/registry.json`` names,
-    from MLflow as a MODEL_URI loads (``registry``: the cache directory, the
-    timeouts and whether the cache may stand in).
+    ``load_newest`` loads a MODEL_DIR (the versions ``<root>/version_policy.json``
+    names for it), and each model ``<root>/registry.json`` names, from MLflow as
+    a MODEL_URI loads (``registry``: the cache directory, the timeouts and
+    whether the cache may stand in).
 
     Returns the bundles that loaded by name, the error of each model none of
     whose versions did, and the directories left out for their names. Raises
     ``ModelLoadError`` when the root cannot be listed, holds too many models or
-    an unreadable registry.json. Models load side by side, one share per
-    core, each share in a process forked from this one (never from a thread:
-    a fork in a threaded process can inherit a lock another thread holds, and
-    hang).
+    an unreadable registry.json or version_policy.json. Models load side by
+    side, one share per core, each share in a process forked from this one
+    (never from a thread: a fork in a threaded process can inherit a lock
+    another thread holds, and hang).
     """
     try:
         found, ignored = run_with_deadline(list_models, timeout, root, max_models)
         uris = run_with_deadline(registered_models, timeout, root)
+        policies = run_with_deadline(read_policies, timeout, root)
     except LoadTimeout as error:
         raise ModelLoadError(f"{root}: listing models {error}") from error
     loaded: dict[str, ModelBundle | ModelLoadError] = {}
     models = {
-        name: partial(load_newest, path, None, timeout, limits, name)
+        name: partial(load_newest, path, None, timeout, limits, name, policies.get(name, LATEST))
         for name, path in found.items()
     }
     for name, uri in uris.items():
         if name in found:
             loaded[name] = ModelLoadError(f"{root}: {name} is a directory and in {REGISTRY_FILE}")
+        elif name in policies:
+            loaded[name] = ModelLoadError(
+                f"{root}: {name} is in {REGISTRY_FILE}, whose URI names its version, "
+                f"and in {POLICY_FILE}"
+            )
         elif registry is not None:
             models[name] = partial(load_registered_as, name, uri, *registry, limits)
     if names is not None:
@@ -346,14 +361,8 @@ def registered_models(root: Path) -> dict[str, str]:
     from app.runtime.registry import ModelUri
 
     path = root / REGISTRY_FILE
-    if not path.exists():
-        return {}
     try:
-        if path.stat().st_size > MAX_METADATA_BYTES:
-            raise ValueError(f"over {MAX_METADATA_BYTES:,} bytes")
-        entries = json.loads(path.read_text())
-        if not isinstance(entries, dict):
-            raise ValueError("not a JSON object")
+        entries = read_json_object(path) or {}
         for name, uri in entries.items():
             if not MODEL_NAME.fullmatch(name) or name.startswith("."):
                 raise ValueError(f"{name!r} is not a model name (letters, digits, '.', '_', '-')")
@@ -437,8 +446,9 @@ def _synced(store, mirror: Path, timeout: float, repository: bool) -> str | None
     return None
 
 
-def try_versions(versions: list[ModelVersion], limits: Limits, send) -> None:
-    """In the child: try each version in turn, sending "failed" for each that does not load."""
+def try_versions(versions: list[ModelVersion], limits: Limits, wanted: int, send) -> None:
+    """In the child: try each version in turn until ``wanted`` loaded, sending "failed" for
+    each that does not load and "loaded" with the bundle of each that does."""
     for version in versions:
         try:
             bundle = load_version(version, limits)
@@ -451,7 +461,9 @@ def try_versions(versions: list[ModelVersion], limits: Limits, send) -> None:
             send("failed", f"{version.path}: {type(error).__name__}: {error}")
         else:
             send("loaded", bundle)
-            return
+            wanted -= 1
+            if not wanted:
+                return
 
 
 def load_registered(

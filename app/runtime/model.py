@@ -2,7 +2,7 @@
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
 
 import numpy as np
@@ -55,6 +55,18 @@ class ModelBundle:
     store: dict | None = None
     # A LiteRT runtime built in the master before the fork (share_runtime).
     shared_runtime: LiteRTRuntime | None = None
+    # The older versions a repository's version policy serves beside this, newest first.
+    older: list["ModelBundle"] = field(default_factory=list)
+
+    @property
+    def served(self) -> list["ModelBundle"]:
+        """Every version served under this model's name, newest (this one) first."""
+        return [self, *self.older]
+
+    @property
+    def size_bytes(self) -> int:
+        """The artifact bytes of every version served."""
+        return sum(bundle.compiled.size_bytes for bundle in self.served)
 
     def share_runtime(self, threads: int) -> None:
         """In the master: build the LiteRT runtime once, for the workers it forks.
@@ -67,9 +79,15 @@ class ModelBundle:
         thread pool does not survive a fork. The TensorFlow runtime is built in
         each worker, after gevent has patched it.
         """
-        self.shared_runtime = None
-        if self.compiled.runtime == "litert" and threads == 1:
-            self.shared_runtime = runtime_for(self.compiled, threads)
+        for bundle in self.served:
+            bundle.shared_runtime = None
+            if bundle.compiled.runtime == "litert" and threads == 1:
+                bundle.shared_runtime = runtime_for(bundle.compiled, threads)
+
+    def without_runtime(self) -> "ModelBundle":
+        """A copy to pickle: no runtime, which a pickle cannot carry."""
+        older = [replace(bundle, shared_runtime=None) for bundle in self.older]
+        return replace(self, shared_runtime=None, older=older)
 
 
 def runtime_for(compiled: CompiledModel, threads: int):
@@ -108,6 +126,8 @@ class ModelRunner:
         self.offload = None
         # Set in a worker that serves it: the input monitor (app/ops/monitoring.py).
         self.monitor = None
+        # The older versions a version policy serves beside this one, by number.
+        self.older: dict[int, ModelRunner] = {}
 
     @classmethod
     def build(cls, bundle: ModelBundle, threads: int = 1, full_check: bool = True):
@@ -199,6 +219,11 @@ class ModelRunner:
             and compiled.inputs[0].feature_shape in ((), (1,))
             and compiled.outputs[0].feature_shape in ((), (1,))
         )
+
+    @property
+    def served(self) -> list["ModelRunner"]:
+        """This version and the older ones served beside it, newest first."""
+        return [self, *self.older.values()]
 
     @property
     def runtime(self) -> str:

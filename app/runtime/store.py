@@ -164,13 +164,27 @@ def list_models(root: Path | str, max_models: int) -> tuple[dict[str, Path], lis
     return models, [ascii(path.name) for path in found if path.name not in models]
 
 
+def read_json_object(path: Path) -> dict | None:
+    """A small file's JSON object (at most MAX_METADATA_BYTES); None without the file.
+    ``ValueError`` or ``OSError`` when it is not one."""
+    if not path.exists():
+        return None
+    if path.stat().st_size > MAX_METADATA_BYTES:
+        raise ValueError(f"over {MAX_METADATA_BYTES:,} bytes")
+    value = json.loads(path.read_text())
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
+
+
 def fingerprint(root: Path | str) -> int:
     """A number that changes when a repository's models, versions or files do: its
     directories' and files' names, sizes and modification times, three levels deep
-    (``<name>/<version>/<file>``), and ``registry.json``'s."""
+    (``<name>/<version>/<file>``), and ``registry.json``'s and ``version_policy.json``'s."""
     digest = hashlib.blake2b(digest_size=8)
     root = Path(root)
-    for path in sorted(chain([root / "registry.json"], root.glob("*/*/*"))):
+    files = [root / "registry.json", root / "version_policy.json"]
+    for path in sorted(chain(files, root.glob("*/*/*"))):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue  # A version being written (.3.partial), a cache.
         try:

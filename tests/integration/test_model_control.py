@@ -15,10 +15,18 @@ import pytest
 import requests
 
 from app.runtime.compiler import tensor_specs
+from tests.conftest import save_version
 from tests.integration.clients import RequestStream, wait_for
 from tests.integration.conftest import start
 from tests.integration.grpc_clients import client
-from tests.models import assert_agrees, in_domain, keras_outputs, outputs_from, request_for
+from tests.models import (
+    assert_agrees,
+    in_domain,
+    keras_outputs,
+    outputs_from,
+    request_for,
+    scaled_linear,
+)
 
 # Fresh and kept-alive connections after an answer: enough to reach both workers many times.
 CONNECTIONS = 40
@@ -222,3 +230,36 @@ def test_without_explicit_mode_loads_are_refused(repository, make_server):
     refused = control(server, "load", "linear")
     assert refused.status_code == 400 and "MODEL_CONTROL_MODE=explicit" in refused.json()["error"]
     assert control(server, "unload", "linear").status_code == 400
+
+
+def test_a_load_serves_the_versions_the_policy_names_on_every_worker(
+    model_dir, tmp_path, make_server
+):
+    root = tmp_path / "repository"
+    shutil.copytree(model_dir, root / "linear")
+    for version in (1, 2, 3):
+        save_version(scaled_linear(version), root / "scaled", version)
+    (root / "version_policy.json").write_text('{"scaled": {"specific": [1, 2]}}')
+    server = make_server(
+        None, MODEL_REPOSITORY=root, MODEL_CONTROL_MODE="explicit", MODEL_LOAD="linear"
+    )
+    assert control(server, "load", "scaled").status_code == 200
+
+    def answers() -> set[tuple]:
+        body = {"instances": [2.0]}
+        seen = set()
+        for _ in range(CONNECTIONS):
+            for version in ("1", "2"):
+                url = f"{server.url}/v1/models/scaled/versions/{version}:predict"
+                answer = requests.post(url, json=body, timeout=10)
+                seen.add((version, answer.status_code, answer.json()["predictions"][0][0]))
+        return seen
+
+    assert answers() == {("1", 200, 2.0), ("2", 200, 4.0)}
+    # A reload's workers and a replaced worker serve both versions too.
+    server.process.send_signal(signal.SIGHUP)
+    old = set(server.worker_pids())
+    wait_for(lambda: not old & set(server.worker_pids()), timeout=60)
+    os.kill(server.worker_pids()[0], signal.SIGKILL)
+    server.wait_until_all_workers_ready(server.workers)
+    assert answers() == {("1", 200, 2.0), ("2", 200, 4.0)}

@@ -6,6 +6,7 @@ Run alone with ``.venv/bin/pytest tests/integration/test_repository.py``.
 """
 
 import shutil
+import signal
 import time
 
 import grpc
@@ -15,6 +16,7 @@ import requests
 
 from app.grpc import open_inference_pb2 as pb
 from app.runtime.compiler import tensor_specs
+from tests.conftest import save_version
 from tests.integration.clients import (
     RequestStream,
     metric_values,
@@ -26,7 +28,15 @@ from tests.integration.conftest import start
 from tests.integration.grpc_clients import client
 from tests.integration.server import GunicornServer
 from tests.integration.test_grpc import infer, linear_request
-from tests.models import APIS, assert_agrees, in_domain, keras_outputs, outputs_from, request_for
+from tests.models import (
+    APIS,
+    assert_agrees,
+    in_domain,
+    keras_outputs,
+    outputs_from,
+    request_for,
+    scaled_linear,
+)
 
 # Zoo models served beside the session's linear and two-input models.
 ZOO_MODELS = ("mobilenet", "tabular", "text_classifier")
@@ -260,3 +270,65 @@ def running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_version_policy_serves_several_versions_each_by_number_on_every_api(
+    tmp_path, make_server
+):
+    root = tmp_path / "repository"
+    for version in (1, 2, 3):
+        save_version(scaled_linear(version), root / "scaled", version)
+    (root / "version_policy.json").write_text('{"scaled": {"latest": 2}}')
+    server = make_server(None, MODEL_REPOSITORY=root)
+    url = server.url
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [2]}]}
+    rows = requests.post(f"{url}/v2/repository/index", json={}, timeout=10).json()
+    assert sorted((row["version"], row["state"]) for row in rows) == [
+        ("2", "READY"),
+        ("3", "READY"),
+    ]
+    assert requests.get(f"{url}/v2/models/scaled", timeout=5).json()["versions"] == ["3", "2"]
+    for version, expected in (("2", 4.0), ("3", 6.0)):
+        answer = requests.post(
+            f"{url}/v2/models/scaled/versions/{version}/infer", json=body, timeout=5
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model_version"] == version
+        assert answer.json()["outputs"][0]["data"] == [pytest.approx(expected)]
+        tfs = requests.post(
+            f"{url}/v1/models/scaled/versions/{version}:predict", json={"instances": [2]}, timeout=5
+        )
+        assert tfs.json()["predictions"] == [[pytest.approx(expected)]]
+        request = pb.ModelInferRequest(model_name="scaled", model_version=version)
+        tensor = request.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+        tensor.contents.fp32_contents.append(2.0)
+        answer = infer(server, request)
+        assert answer.model_version == version
+        assert np.frombuffer(answer.raw_output_contents[0], np.float32)[0] == pytest.approx(
+            expected
+        )
+    newest = requests.post(f"{url}/v2/models/scaled/infer", json=body, timeout=5).json()
+    assert newest["model_version"] == "3"
+    assert requests.post(f"{url}/predict", json={"instances": [2]}, timeout=5).json()[
+        "predictions"
+    ] == [pytest.approx(6.0)]
+    statuses = requests.get(f"{url}/v1/models/scaled", timeout=5).json()["model_version_status"]
+    assert [status["version"] for status in statuses] == ["3", "2"]
+    refused = requests.post(f"{url}/v2/models/scaled/versions/1/infer", json=body, timeout=5)
+    assert refused.status_code == 404 and "served: 3, 2" in refused.json()["error"]
+    assert requests.get(f"{url}/v2/models/scaled/versions/1/ready", timeout=5).status_code == 404
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    assert 'name="scaled",runtime="litert",version="2"' in metrics
+    assert 'name="scaled",runtime="litert",version="3"' in metrics
+
+    # A reload takes the changed policy up: now version 1 only.
+    (root / "version_policy.json").write_text('{"scaled": {"specific": [1]}}')
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: all(each["scaled"]["version"] == "1" for each in indexes(server)), timeout=60)
+    answer = requests.post(f"{url}/v2/models/scaled/infer", json=body, timeout=5).json()
+    assert answer["model_version"] == "1" and answer["outputs"][0]["data"] == [pytest.approx(2.0)]
+    # A policy that names no version there is refused; the versions served stay.
+    (root / "version_policy.json").write_text('{"scaled": {"specific": [7]}}')
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "version 7 not found" in server.output(), timeout=60)
+    assert requests.post(f"{url}/v2/models/scaled/infer", json=body, timeout=5).status_code == 200

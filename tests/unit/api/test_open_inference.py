@@ -46,7 +46,7 @@ def test_model_metadata_names_inputs_and_outputs_with_minus_one_for_the_batch(cl
         ("/v2/models/nope", "Model 'nope' is not served; this server serves 'linear'."),
         (
             "/v2/models/linear/versions/7",
-            "Version '7' of model 'linear' is not served; version 1 is.",
+            "Version '7' of model 'linear' is not served; served: 1.",
         ),
         ("/v2/models/nope/ready", "Model 'nope' is not served"),
     ],

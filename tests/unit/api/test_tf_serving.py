@@ -109,7 +109,7 @@ def test_kserve_v1_liveness_and_readiness(client, app):
     "path, raw, status, fragment",
     [
         ("/v1/models/nope:predict", DOCS_ROW, 404, "Servable not found for request: Latest(nope)"),
-        ("/v1/models/linear/versions/9:predict", DOCS_ROW, 404, "version 1 is served"),
+        ("/v1/models/linear/versions/9:predict", DOCS_ROW, 404, "served: 1"),
         ("/v1/models/linear:predict", b'{"instances": [1], "inputs": [1]}', 400, "exactly one"),
         ("/v1/models/linear:predict", b"{}", 400, "exactly one"),
         ("/v1/models/linear:predict", b'{"signature_name": "x", "instances": [1]}', 400, '"x"'),

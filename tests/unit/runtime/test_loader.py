@@ -14,6 +14,7 @@ from app.runtime.limits import Limits
 from app.runtime.loader import LoadTimeout, load_newest, load_version, run_with_deadline
 from app.runtime.model import ModelLoadError
 from app.runtime.store import list_versions
+from app.runtime.version_policy import VersionPolicy
 from tests.conftest import make_blocking, save_version
 
 
@@ -256,3 +257,37 @@ def test_a_repository_loads_only_the_models_named(model_dir, tmp_path):
     bundles, failed, _ = loader.load_repository(tmp_path, 10, timeout=30, names={"b", "gone"})
     assert sorted(bundles) == ["b"]
     assert "not in the repository" in str(failed["gone"])
+
+
+def test_a_latest_policy_serves_the_newest_versions_that_load(tmp_path):
+    for version in (1, 2, 4):
+        save_version(linear_model(), tmp_path, version)
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "model.keras").write_bytes(b"corrupt")
+    bundle = load_newest(tmp_path, None, timeout=60, policy=VersionPolicy(latest=2))
+    assert [served.version.number for served in bundle.served] == [4, 2]
+    assert bundle.failure_count == 1 and str(tmp_path / "3") in bundle.skipped[0]
+    assert bundle.size_bytes == sum(served.compiled.size_bytes for served in bundle.served)
+
+
+def test_a_specific_policy_serves_the_versions_it_names_and_says_which_are_missing(tmp_path):
+    for version in (1, 2, 3):
+        save_version(linear_model(), tmp_path, version)
+    bundle = load_newest(tmp_path, None, timeout=60, policy=VersionPolicy(specific=(7, 3, 1)))
+    assert [served.version.number for served in bundle.served] == [3, 1]
+    assert bundle.skipped == [f"{tmp_path}: version 7 not found"]
+    with pytest.raises(ModelLoadError, match="version 9 not found"):
+        load_newest(tmp_path, None, timeout=60, policy=VersionPolicy(specific=(9,)))
+
+
+def test_a_repository_takes_each_models_policy_from_its_file(model_dir, tmp_path):
+    for name in ("a", "b"):
+        shutil.copytree(model_dir, tmp_path / name)
+        shutil.copytree(model_dir / "1", tmp_path / name / "2")
+    (tmp_path / "version_policy.json").write_text('{"a": {"latest": 2}}')
+    bundles, failed, _ = loader.load_repository(tmp_path, 10, timeout=30)
+    assert [served.version.number for served in bundles["a"].served] == [2, 1]
+    assert [served.version.number for served in bundles["b"].served] == [2]
+    (tmp_path / "version_policy.json").write_text('{"a": {"latest": 0}}')
+    with pytest.raises(ModelLoadError, match="'a': latest must be 1 to MAX_SERVED_VERSIONS"):
+        loader.load_repository(tmp_path, 10, timeout=30)

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 
 # Metrics from every worker meet in one directory (prometheus_client's
 # multiprocess mode); it must be set before anything imports the client.
@@ -31,7 +32,7 @@ try:
 except ConfigError as error:
     sys.exit(f"model server: configuration error: {error}")
 
-from app.ops import handover, metrics_files  # noqa: E402
+from app.ops import handover, metrics_files, repository_poll  # noqa: E402
 
 if "app.extensions" not in sys.modules:
     # At the first start only (a reload runs this file again), and before the
@@ -119,6 +120,19 @@ def on_starting(server):
         sys.exit(1)
 
 
+def when_ready(server):
+    """With MODEL_POLL_SECONDS, start the process that polls the repository for changes."""
+    from app.core import control
+
+    if _settings.MODEL_POLL_SECONDS:
+        app = server.app.wsgi()
+        poll = partial(control.poll_repository, app)
+        pid = repository_poll.start(server, _settings.MODEL_POLL_SECONDS, poll)
+        server.log.info(
+            "polling the model repository every %s s (pid %s)", _settings.MODEL_POLL_SECONDS, pid
+        )
+
+
 def port_is_free(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     host = host.strip("[]")
@@ -201,8 +215,6 @@ def post_worker_init(worker):
             keep_up(worker.wsgi, call_later)
     else:
         call_later = in_thread_later
-    if _settings.MODEL_POLL_SECONDS:
-        poll(worker.wsgi, worker.ppid, call_later)
     worker.grpc_server = None
     if _settings.GRPC_PORT:
         # Imported here, in the worker: gRPC never starts in the master before a fork.
@@ -248,7 +260,7 @@ def post_worker_init(worker):
 
 def in_thread_later(seconds: float, function) -> None:
     """Call ``function`` in ``seconds`` on a daemon thread (the sync and gthread workers):
-    a timer pending at exit, such as the next poll, never keeps a stopped worker alive."""
+    a timer pending at exit never keeps a stopped worker alive."""
     timer = threading.Timer(seconds, function)
     timer.daemon = True
     timer.start()
@@ -268,17 +280,6 @@ def keep_up(app, call_later):
         call_later(control.IDLE_POLL_SECONDS, poll)
 
     poll()
-
-
-def poll(app, master: int, call_later):
-    """Every MODEL_POLL_SECONDS, ask the master to reload when the repository changed."""
-    from app.core import control
-
-    def tick():
-        control.poll_repository(app, master)
-        call_later(_settings.MODEL_POLL_SECONDS, tick)
-
-    call_later(_settings.MODEL_POLL_SECONDS, tick)
 
 
 def worker_exit(server, worker):

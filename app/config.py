@@ -151,10 +151,10 @@ class Config:
             environ, "MODEL_POLL_SECONDS", 0, int, minimum=0, maximum=86_400
         )
         if self.MODEL_POLL_SECONDS and (
-            not self.MODEL_REPOSITORY or self.REPOSITORY_STORE or self.MODEL_CONTROL_MODE != "poll"
+            not self.MODEL_REPOSITORY or self.MODEL_CONTROL_MODE != "poll"
         ):
             raise ConfigError(
-                "MODEL_POLL_SECONDS polls a local MODEL_REPOSITORY in MODEL_CONTROL_MODE=poll"
+                "MODEL_POLL_SECONDS polls a MODEL_REPOSITORY in MODEL_CONTROL_MODE=poll"
             )
         # An s3:// MODEL_DIR is served from its mirror in the cache (app/runtime/object_store.py).
         self.MODEL_STORE = _object_store(environ)

@@ -41,9 +41,14 @@ from app.core.serving import (
     serving_state,
     sync_repository,
 )
-from app.runtime.loader import load_newest, load_registered_as, registered_models
+from app.runtime.loader import (
+    load_newest,
+    load_registered_as,
+    registered_models,
+    repository_fingerprint,
+)
 from app.runtime.model import ModelBundle, ModelLoadError
-from app.runtime.store import MODEL_NAME, StoreError, fingerprint, list_models
+from app.runtime.store import MODEL_NAME, StoreError, list_models
 from app.runtime.version_policy import LATEST, read_policies
 
 log = logging.getLogger(__name__)
@@ -103,23 +108,36 @@ def publish(app: Flask) -> None:
 
 def note_repository(app: Flask) -> None:
     """In the master, before a start's or reload's load: the repository as it is now, for
-    the workers' interval poll (MODEL_POLL_SECONDS) to compare against."""
+    the interval poll (MODEL_POLL_SECONDS) to compare against (0 when it cannot be read)."""
     if app.config["MODEL_POLL_SECONDS"]:
-        _polled.value = fingerprint(app.config["MODEL_REPOSITORY"])
+        try:
+            _polled.value = _fingerprint(app)
+        except ModelLoadError:
+            _polled.value = 0
 
 
 def poll_repository(app: Flask, master: int) -> None:
-    """In a worker, every MODEL_POLL_SECONDS: when the repository changed since the master
-    last loaded it, ask the master for a reload (SIGHUP), as ``make reload`` does.
-
-    The first worker to see the change records it, so one change is one reload
-    (two workers seeing it at once may ask twice: a second, harmless reload).
-    """
-    current = fingerprint(app.config["MODEL_REPOSITORY"])
+    """In the poll's process (app/ops/repository_poll.py), every MODEL_POLL_SECONDS: when the
+    repository changed since the master last loaded it, ask the master for a reload
+    (SIGHUP), as ``make reload`` does. A repository that cannot be read is logged and
+    looked at again next time."""
+    if app.config["REPOSITORY_STORE"]:
+        import boto3  # noqa: F401 - imported once here, not by each look's child process.
+    try:
+        current = _fingerprint(app)
+    except ModelLoadError as error:
+        log.warning("the model repository could not be polled: %s", error)
+        return
     if current != _polled.value:
         _polled.value = current
         log.info("the model repository changed: reloading")
         os.kill(master, signal.SIGHUP)
+
+
+def _fingerprint(app: Flask) -> int:
+    config = app.config
+    store = config["REPOSITORY_STORE"]
+    return repository_fingerprint(config["MODEL_REPOSITORY"], store, registry_timeouts(config))
 
 
 def load_names(app: Flask) -> set[str] | None:

@@ -32,6 +32,7 @@ from app.runtime.store import (
     MODEL_NAME,
     ModelVersion,
     StoreError,
+    fingerprint,
     list_models,
     list_versions,
     read_json_object,
@@ -444,6 +445,25 @@ def _synced(store, mirror: Path, timeout: float, repository: bool) -> str | None
     except object_store.StoreRefused as error:
         raise ModelLoadError(str(error)) from None
     return None
+
+
+def repository_fingerprint(root: Path, store, timeouts: tuple[float, float]) -> int:
+    """A number that changes when the repository does: a local root's files (``store``
+    None), or every object under an S3 prefix; in a child with a deadline, so a hung file
+    system or a slow store never blocks the caller. ``ModelLoadError`` when unreadable."""
+    load_timeout, store_timeout = timeouts
+    if store is None:
+        return run_with_deadline(fingerprint, load_timeout, root)
+    return run_with_deadline(_store_fingerprint, load_timeout, store, store_timeout)
+
+
+def _store_fingerprint(store, timeout: float) -> int:
+    from app.runtime import object_store
+
+    try:
+        return object_store.fingerprint(store, timeout)
+    except (object_store.StoreUnreachable, object_store.StoreRefused) as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def try_versions(versions: list[ModelVersion], limits: Limits, wanted: int, send) -> None:

@@ -6,7 +6,8 @@ train`` writes; a repository's ``<prefix>/<name>/<version>/...``) are
 mirrored into a local directory, which is then served as a local store is:
 the loader verifies each version's checksums as for any other. A version's
 identity is its objects' ETags: a version whose objects changed in the store
-is downloaded again, never served from an old copy.
+is downloaded again, never served from an old copy. A repository's root
+files (``registry.json``, ``version_policy.json``) are mirrored beside its models.
 boto3 reads the usual AWS settings (``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
 ``AWS_ENDPOINT_URL`` for an S3-compatible store, ...).
 """
@@ -21,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from app.runtime.artifact import MAX_ARTIFACT_BYTES
 from app.runtime.registry import deadline
-from app.runtime.store import MODEL_NAME
+from app.runtime.store import MAX_METADATA_BYTES, MODEL_NAME, ROOT_FILES
 
 # Written in each mirrored version directory: the objects it was copied from.
 IDENTITY_FILE = ".s3-objects.json"
@@ -100,9 +101,40 @@ def sync_repository(uri: S3Uri, mirror: Path, timeout: float) -> None:
             )
         for name, versions in sorted(models.items()):
             mirror_versions(client, uri.child(name), versions, mirror / name)
+        for name in ROOT_FILES:
+            mirror_root_file(client, uri, name, mirror)
     for copy in mirror.iterdir():
         if copy.is_dir() and copy.name not in models and not copy.name.startswith("."):
             shutil.rmtree(copy, ignore_errors=True)
+
+
+def mirror_root_file(client, uri: S3Uri, name: str, mirror: Path) -> None:
+    """Put ``<prefix>/<name>`` (``registry.json``, ``version_policy.json``) in the mirror as
+    it is in the store, or remove the mirror's copy when the store has none."""
+    key = f"{uri.prefix}/{name}" if uri.prefix else name
+    try:
+        answer = client.get_object(Bucket=uri.bucket, Key=key)
+    except client.exceptions.NoSuchKey:
+        (mirror / name).unlink(missing_ok=True)
+        return
+    if answer["ContentLength"] > MAX_METADATA_BYTES:
+        raise StoreRefused(f"{uri}: {name} is over {MAX_METADATA_BYTES:,} bytes")
+    partial = mirror / f".{name}.partial"
+    partial.write_bytes(answer["Body"].read(MAX_METADATA_BYTES + 1))
+    partial.rename(mirror / name)
+
+
+def fingerprint(uri: S3Uri, timeout: float) -> int:
+    """A number that changes when any object under the prefix does: its key or its ETag."""
+    digest = hashlib.blake2b(digest_size=8)
+    root = f"{uri.prefix}/" if uri.prefix else ""
+    with session(uri, timeout, "MODEL_REPOSITORY") as client:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=root)
+        for count, item in enumerate(item for page in pages for item in page.get("Contents", ())):
+            if count >= MAX_OBJECTS:
+                raise StoreRefused(f"{uri}: over {MAX_OBJECTS:,} objects under the prefix")
+            digest.update(f"{item['Key']}\0{item['ETag']}\n".encode())
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 @contextmanager

@@ -140,6 +140,8 @@ def next_version_number(model_dir: Path) -> int:
         return 1
 
 
+# Files at a repository's root beside its models: registry models, version policies.
+ROOT_FILES = ("registry.json", "version_policy.json")
 # A model's name, as an URL path segment and a gRPC field carry it unescaped.
 MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -183,7 +185,7 @@ def fingerprint(root: Path | str) -> int:
     (``<name>/<version>/<file>``), and ``registry.json``'s and ``version_policy.json``'s."""
     digest = hashlib.blake2b(digest_size=8)
     root = Path(root)
-    files = [root / "registry.json", root / "version_policy.json"]
+    files = [root / name for name in ROOT_FILES]
     for path in sorted(chain(files, root.glob("*/*/*"))):
         if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue  # A version being written (.3.partial), a cache.

@@ -268,3 +268,45 @@ def test_an_explicit_load_fetches_a_model_new_in_s3(s3, tmp_path, model_dir):
         assert predict_named(server, "fresh", 2.0) == predict_named(server, "linear", 2.0)
     finally:
         server.stop()
+
+
+def index_entries(server) -> set[tuple]:
+    """The repository index's (name, version) pairs."""
+    listed = requests.post(f"{server.url}/v2/repository/index", timeout=5).json()
+    return {(model["name"], model.get("version")) for model in listed}
+
+
+def every_worker_lists(server, expected: set[tuple]) -> bool:
+    """Whether fresh connections, enough to reach every worker, all see ``expected``."""
+    return all(index_entries(server) == expected for _ in range(20))
+
+
+def test_an_interval_poll_takes_up_what_changed_in_the_bucket_and_its_version_policy(
+    s3, tmp_path, model_dir, other_model_dir
+):
+    first = local_answer(model_dir, tmp_path, 2.0)
+    s3.upload(model_dir / "1", "repo/linear", 1)
+    server = serve_from_s3(
+        s3, tmp_path, None, MODEL_REPOSITORY="s3://models/repo", MODEL_POLL_SECONDS="1"
+    )
+    try:
+        assert index_entries(server) == {("linear", "1")}
+        # A new model and a new version in the bucket: served, unasked.
+        s3.upload(model_dir / "1", "repo/fresh", 1)
+        s3.upload(other_model_dir / "1", "repo/linear", 2)
+        wait_for(lambda: every_worker_lists(server, {("linear", "2"), ("fresh", "1")}))
+        # The bucket's version_policy.json: both versions of linear.
+        policy = b'{"linear": {"latest": 2}}'
+        s3.client().put_object(Bucket="models", Key="repo/version_policy.json", Body=policy)
+        both = {("linear", "2"), ("linear", "1"), ("fresh", "1")}
+        wait_for(lambda: every_worker_lists(server, both))
+        one = f"{server.url}/v1/models/linear/versions/1:predict"
+        answer = requests.post(one, json={"instances": [2.0]}, timeout=5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predictions"] == [[first]]
+        # Gone from the bucket, the policy goes from the mirror too.
+        s3.client().delete_object(Bucket="models", Key="repo/version_policy.json")
+        wait_for(lambda: every_worker_lists(server, {("linear", "2"), ("fresh", "1")}))
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()

@@ -5,6 +5,7 @@ drops models under load, and the limits.
 Run alone with ``.venv/bin/pytest tests/integration/test_repository.py``.
 """
 
+import re
 import shutil
 import signal
 import time
@@ -235,13 +236,13 @@ def test_ready_waits_for_every_model_that_loads(repository, tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize("worker_class", ["gevent", "sync"])
 def test_an_interval_poll_serves_a_new_model_and_drops_a_removed_one_unasked(
-    model_dir, multi_model_dir, zoo, tmp_path, make_server, worker_class
+    model_dir, multi_model_dir, zoo, tmp_path, make_server
 ):
     root = write_repository(tmp_path / "repository", model_dir, multi_model_dir, zoo)
-    server = make_server(
-        None, MODEL_REPOSITORY=root, MODEL_POLL_SECONDS="1", GUNICORN_WORKER_CLASS=worker_class
+    server = make_server(None, MODEL_REPOSITORY=root, MODEL_POLL_SECONDS="1")
+    poller = int(
+        re.search(r"polling the model repository every 1 s \(pid (\d+)\)", server.output())[1]
     )
     with RequestStream(server.url, path="/predict/linear") as stream:
         wait_for(lambda: len(stream.versions) > 20)
@@ -253,12 +254,14 @@ def test_an_interval_poll_serves_a_new_model_and_drops_a_removed_one_unasked(
         wait_for(lambda: len(stream.versions) > count + 20)
     assert stream.failures == [], stream.failures[:3]
     # Unchanged, the repository is not reloaded again.
-    wait_for(lambda: len(server.worker_pids()) == server.workers, timeout=60)
+    # The master's children: its workers and the poll's process.
+    wait_for(lambda: len(server.worker_pids()) == server.workers + 1, timeout=60)
     pids = server.worker_pids()
+    assert poller in pids
     time.sleep(3)
     assert server.worker_pids() == pids
     assert server.output().count("the model repository changed") >= 2
-    # A pending poll never keeps a worker alive once its master has stopped.
+    # The poll's process leaves with its master, as the workers do.
     server.stop()
     wait_for(lambda: not any(running(pid) for pid in pids), timeout=10)
 

@@ -190,12 +190,13 @@ def test_explicit_control_loads_what_model_load_names():
         Config({**explicit, "MODEL_CONTROL_MODE": "manual"})
 
 
-def test_the_interval_poll_needs_a_local_repository_in_poll_mode():
-    assert Config({"MODEL_REPOSITORY": "repo", "MODEL_POLL_SECONDS": "30"}).MODEL_POLL_SECONDS == 30
+def test_the_interval_poll_needs_a_repository_in_poll_mode():
+    for root in ("repo", "s3://bucket/models"):
+        settings = {"MODEL_REPOSITORY": root, "MODEL_POLL_SECONDS": "30"}
+        assert Config(settings).MODEL_POLL_SECONDS == 30
     for settings in (
         {},
-        {"MODEL_REPOSITORY": "s3://bucket/models"},
         {"MODEL_REPOSITORY": "repo", "MODEL_CONTROL_MODE": "explicit"},
     ):
-        with pytest.raises(ConfigError, match="MODEL_POLL_SECONDS polls a local"):
+        with pytest.raises(ConfigError, match="MODEL_POLL_SECONDS polls a MODEL_REPOSITORY"):
             Config({**settings, "MODEL_POLL_SECONDS": "30"})

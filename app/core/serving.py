@@ -382,14 +382,13 @@ def served_runner(
         if name in state.bundles:
             not_loaded_yet()
         abort(404, message=model_missing.format(name=cut(name), served=listed(state.names)))
-    if version is None or version == str(runner.number):
+    if version is None:
         return runner
-    older = runner.older.get(int(version)) if version.isdigit() and len(version) < 10 else None
-    if older is None:
-        served = ", ".join(str(each.number) for each in runner.served)
-        message = version_missing.format(name=cut(name), version=cut(version), served=served)
-        abort(404, message=message)
-    return older
+    for served in runner.served:
+        if version == str(served.number):
+            return served
+    served = ", ".join(str(each.number) for each in runner.served)
+    abort(404, message=version_missing.format(name=cut(name), version=cut(version), served=served))
 
 
 def versions_of(runner: ModelRunner) -> list[ModelRunner]:

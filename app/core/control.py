@@ -44,6 +44,7 @@ from app.core.serving import (
 from app.runtime.loader import (
     load_newest,
     load_registered_as,
+    prepare_fingerprints,
     registered_models,
     repository_fingerprint,
 )
@@ -121,8 +122,7 @@ def poll_repository(app: Flask, master: int) -> None:
     repository changed since the master last loaded it, ask the master for a reload
     (SIGHUP), as ``make reload`` does. A repository that cannot be read is logged and
     looked at again next time."""
-    if app.config["REPOSITORY_STORE"]:
-        import boto3  # noqa: F401 - imported once here, not by each look's child process.
+    prepare_fingerprints(app.config["REPOSITORY_STORE"])
     try:
         current = _fingerprint(app)
     except ModelLoadError as error:

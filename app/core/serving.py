@@ -217,7 +217,7 @@ def report_loaded(bundle: ModelBundle) -> None:
     MODEL_LOAD_SECONDS.observe(bundle.load_seconds)
     MODEL_LOAD_FAILURES.inc(bundle.failure_count)
     for failure in bundle.skipped:
-        log.warning("skipping a newer model version that does not load: %s", failure)
+        log.warning("skipping a model version that does not load: %s", failure)
     for served in bundle.served:
         log.info(
             "loaded model %s version %s (%s, in %.2f s); workers serve it",

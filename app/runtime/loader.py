@@ -233,8 +233,8 @@ def load_newest(
         versions = [version for version in versions if version.number == pinned]
         if not versions:
             raise ModelLoadError(f"{model_dir}: pinned MODEL_VERSION {pinned} not found")
-    versions, failures = policy.candidates(versions)
-    failures = [f"{model_dir}: {missing}" for missing in failures]
+    versions, missing = policy.candidates(versions)
+    failures = [f"{model_dir}: version {number} not found" for number in missing]
     bundles = []
     while versions and len(bundles) < policy.wanted:
         tried = len(versions)
@@ -455,6 +455,13 @@ def repository_fingerprint(root: Path, store, timeouts: tuple[float, float]) -> 
     if store is None:
         return run_with_deadline(fingerprint, load_timeout, root)
     return run_with_deadline(_store_fingerprint, load_timeout, store, store_timeout)
+
+
+def prepare_fingerprints(store) -> None:
+    """In a process that fingerprints the repository again and again (the poll's): import
+    the object store's client once, not in each look's child."""
+    if store is not None:
+        import boto3  # noqa: F401
 
 
 def _store_fingerprint(store, timeout: float) -> int:

@@ -29,12 +29,12 @@ class VersionPolicy:
     latest: int = 1
     specific: tuple[int, ...] = ()
 
-    def candidates(self, versions: list[ModelVersion]) -> tuple[list[ModelVersion], list[str]]:
-        """The versions to try, newest first, and why each version named but absent is not."""
+    def candidates(self, versions: list[ModelVersion]) -> tuple[list[ModelVersion], list[int]]:
+        """The versions to try, newest first, and the numbers it names that are absent."""
         if not self.specific:
             return versions, []
         found = {version.number for version in versions}
-        missing = [f"version {number} not found" for number in self.specific if number not in found]
+        missing = [number for number in self.specific if number not in found]
         return [version for version in versions if version.number in self.specific], missing
 
     @property

@@ -72,7 +72,7 @@ def test_a_broken_new_version_never_takes_the_service_down(store, make_server):
         (store / "2" / "model.keras").write_bytes(b"not a model")
 
     reload_keeps_serving_version_1(
-        server, add_corrupt_version, "skipping a newer model version that does not load"
+        server, add_corrupt_version, "skipping a model version that does not load"
     )
     model = requests.get(f"{server.url}/model", timeout=5).json()
     assert model["version"] == "1" and str(store / "2") in model["skipped_versions"][0]
@@ -88,7 +88,7 @@ def test_a_new_version_that_fails_late_in_conversion_is_skipped(store, make_serv
         save_version(model, store, 2, compiled=False)
 
     reload_keeps_serving_version_1(
-        server, add_complex_model, "skipping a newer model version that does not load"
+        server, add_complex_model, "skipping a model version that does not load"
     )
 
 

@@ -227,11 +227,14 @@ def test_binary_data_that_does_not_add_up_is_400(client, change, message):
     assert response.status_code == 400 and message in response.json["error"], response.json
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, np.finfo(np.float32).max])
+@pytest.mark.parametrize(
+    "value", [np.nan, np.inf, -np.inf, np.finfo(np.float32).max, np.finfo(np.float32).min]
+)
 def test_binary_floats_that_are_not_finite_float32_are_400(client, value):
     data, headers = binary_request({"x": (np.array([[1.0], [value]], "<f4"), "FP32")})
     response = client.post("/v2/models/linear/infer", data=data, headers=headers)
-    assert response.status_code == 400 and "not finite" in response.json["error"]
+    assert response.status_code == 400
+    assert "Input 'x' has values that are not finite FP32" in response.json["error"]
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])

@@ -5,9 +5,10 @@ benchmarks/image.py builds it) with the server's defaults: two gevent
 workers, gRPC on. wrk drives HTTP and h2load gRPC, on 127.0.0.1. Each
 figure is a ratio of two runs made back to back on the same machine, taken
 ``--rounds`` times in alternating order; the median is reported, with every
-round. The peer is KServe's Python server (benchmarks/kserve_live.py: two
-uvicorn workers, the same flatbuffer through the same LiteRT interpreter);
-``--no-kserve`` leaves its two rows out. Writes benchmarks/speed-results.md.
+round; a run in which one worker took every connection is run again
+(``spread``). The peer is KServe's Python server (benchmarks/kserve_live.py:
+two uvicorn workers, the same flatbuffer through the same LiteRT
+interpreter); ``--no-kserve`` leaves its two rows out. Writes benchmarks/speed-results.md.
 """
 
 import argparse
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,10 @@ from tests.integration.server import GunicornServer, free_port
 
 HERE = Path(__file__).resolve().parent
 IDLE = 200
+# A run in which one worker did this share of its side's CPU or more is run again.
+LOPSIDED = 0.9
+TRIES = 10
+REDONE: Counter = Counter()
 
 
 def alternate(first, second, rounds: int) -> tuple[float, list[float]]:
@@ -44,21 +51,54 @@ def alternate(first, second, rounds: int) -> tuple[float, list[float]]:
     return statistics.median(ratios), ratios
 
 
+def children(pid: int) -> list[int]:
+    """The pids of a process's children."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def workers(server: GunicornServer) -> list[int]:
     """The pids of the master's worker processes."""
-    return [
-        int(pid)
-        for pid in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-    ]
+    return children(server.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_cpu_seconds(server: GunicornServer) -> float:
     """User and system CPU of the server's workers so far."""
-    ticks = 0
-    for pid in workers(server):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_seconds(pid) for pid in workers(server))
+
+
+def spread(side: str, processes, run):
+    """``run``, a load on one side's worker ``processes()``, run again while one of them
+    did LOPSIDED of the work; each run redone is counted in ``REDONE[side]``.
+
+    wrk's one thread opens every connection at once, and the workers race to
+    accept them; on two cores shared with wrk, the worker already running can
+    take them all. KServe's uvicorn workers did in 8 of 10 probe runs here
+    (3,700-3,900 probes a second instead of 6,400-6,800), this server's gevent
+    workers in 2 of 8 image runs. Such a run measures one worker, not the server.
+    """
+
+    def balanced():
+        for _ in range(TRIES):
+            before = {pid: cpu_seconds(pid) for pid in processes()}
+            result = run()
+            spent = [cpu_seconds(pid) - seconds for pid, seconds in before.items()]
+            if max(spent) < LOPSIDED * sum(spent):
+                return result
+            REDONE[side] += 1
+        raise RuntimeError(f"{side}: one worker took every connection {TRIES} times running")
+
+    return balanced
+
+
+def on_workers(server: GunicornServer, run):
+    """``run`` on this server, as ``spread`` runs it."""
+    return spread("this server", lambda: workers(server), run)
 
 
 def whole_memory_mib(server: GunicornServer) -> float:
@@ -96,6 +136,9 @@ class Peer:
                 time.sleep(0.2)
         time.sleep(2)  # Both uvicorn workers up.
 
+    def processes(self) -> list[int]:
+        return children(self.process.pid)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -124,13 +167,17 @@ def linear_rows(model_dir: Path, scratch: Path, args, rows: dict) -> None:
         def rate(url, script, scenario, connections):
             return lambda: wrk(url, script, scenario, connections, seconds).requests_per_second
 
+        ours = partial(on_workers, server)
+
         rows["gRPC ÷ REST binary, one instance, c16"] = alternate(
-            lambda: h2load(server.grpc_target, body, 16, seconds)["requests_per_second"],
-            rate(v2, v2_script, "v2bin", 16),
+            ours(lambda: h2load(server.grpc_target, body, 16, seconds)["requests_per_second"]),
+            ours(rate(v2, v2_script, "v2bin", 16)),
             rounds,
         )
         rows["`/predict` ÷ `/health/live` at c16"] = alternate(
-            rate(predict, predict_script, "predict-1", 16), rate(live, None, "live", 16), rounds
+            ours(rate(predict, predict_script, "predict-1", 16)),
+            ours(rate(live, None, "live", 16)),
+            rounds,
         )
 
         def with_idle():
@@ -138,19 +185,21 @@ def linear_rows(model_dir: Path, scratch: Path, args, rows: dict) -> None:
                 return rate(predict, predict_script, "predict-1", 20)()
 
         rows[f"c20 `/predict` with {IDLE} idle silent connections ÷ without"] = alternate(
-            with_idle, rate(predict, predict_script, "predict-1", 20), rounds
+            ours(with_idle), ours(rate(predict, predict_script, "predict-1", 20)), rounds
         )
         if args.kserve:
             peer = Peer(model_dir)
             theirs = f"{peer.url}/v1/models/linear:predict"
             rows["`/predict` ÷ KServe v1 `:predict` at c20"] = alternate(
-                rate(predict, predict_script, "predict-1", 20),
-                rate(theirs, predict_script, "predict-1", 20),
+                ours(rate(predict, predict_script, "predict-1", 20)),
+                spread("KServe", peer.processes, rate(theirs, predict_script, "predict-1", 20)),
                 rounds,
             )
             rows["cheapest GET (`/health/live`) ÷ KServe's `/v2/health/live` at c20"] = alternate(
-                rate(live, None, "live", 20),
-                rate(f"{peer.url}/v2/health/live", None, "live", 20),
+                ours(rate(live, None, "live", 20)),
+                spread(
+                    "KServe", peer.processes, rate(f"{peer.url}/v2/health/live", None, "live", 20)
+                ),
                 rounds,
             )
     finally:
@@ -169,9 +218,12 @@ def image_rows(image_dir: Path, scratch: Path, args, rows: dict) -> None:
     try:
         server.wait_until_all_workers_ready(2)
         v2 = f"{server.url}/v2/models/mobilenet/infer"
+
+        ours = partial(on_workers, server)
+
         rows["gRPC ÷ REST binary, one image, c16"] = alternate(
-            lambda: h2load(server.grpc_target, body, 16, seconds)["requests_per_second"],
-            lambda: wrk(v2, script, "v2bin", 16, seconds).requests_per_second,
+            ours(lambda: h2load(server.grpc_target, body, 16, seconds)["requests_per_second"]),
+            ours(lambda: wrk(v2, script, "v2bin", 16, seconds).requests_per_second),
             rounds,
         )
         bare = bare_invoke_us(image_dir)
@@ -207,6 +259,12 @@ def markdown(rows: dict, args) -> str:
     for label, (value, rounds) in rows.items():
         median = value if isinstance(value, str) else f"{value:.2f}"
         lines.append(f"| {label} | {median} | {', '.join(f'{r:.2f}' for r in rounds)} |")
+    redone = ", ".join(f"{side} {REDONE[side]}" for side in ("this server", "KServe"))
+    lines += [
+        "",
+        f"Runs redone because one worker did {LOPSIDED:.0%} or more of its side's work "
+        f"(it had taken every connection): {redone}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from app.runtime.artifact import DEFAULT_MAX_MODEL_BYTES
 from app.runtime.limits import DEFAULT_BODY_BYTES, DEFAULT_TENSOR_ELEMENTS, Limits
+from app.runtime.model_code import CodePolicy
 
 
 class ConfigError(ValueError):
@@ -201,6 +202,12 @@ class Config:
         self.MAX_MODEL_BYTES = _number(
             environ, "MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES, int, minimum=1, maximum=2**31 - 1
         )
+        # The code a model file may make the server run (app/runtime/model_code.py).
+        try:
+            code = CodePolicy.from_environ(environ)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        self.MODEL_CODE_MODULES, self.ALLOWED_GRAPH_OPS = code.modules, code.graph_ops
         self.LITERT_THREADS = _number(environ, "LITERT_THREADS", 1, int, minimum=1, maximum=64)
         self.LOG_LEVEL = _choice(
             environ, "LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
@@ -252,6 +259,7 @@ def limits(config) -> Limits:
         None if config["BODY_LIMIT_FROM_MODEL"] else config["MAX_CONTENT_LENGTH"],
         config["MAX_MODEL_BYTES"],
         batch_seconds(config),
+        CodePolicy(config["MODEL_CODE_MODULES"], config["ALLOWED_GRAPH_OPS"]),
     )
 
 

@@ -7,21 +7,23 @@ compiled and its compiled copy registered as a new version.
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from app.runtime.artifact import ArtifactError
 from app.runtime.compiler import compile_version
+from app.runtime.model_code import CodePolicy
 
 log = logging.getLogger("training")
 
 
-def compile_from_registry(uri: str) -> bool:
+def compile_from_registry(uri: str, policy: CodePolicy) -> bool:
     """Compile a registered version and register the result; True when it failed (said why)."""
     from training.registry import RegistryError, compile_registered
 
     try:
-        log.info("%s", compile_registered(uri))
+        log.info("%s", compile_registered(uri, policy))
     except (RegistryError, ArtifactError) as error:
         print(f"cannot compile {uri}: {error}", file=sys.stderr)
         return True
@@ -43,14 +45,20 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        # The server's own settings: what a model file may make this process run.
+        policy = CodePolicy.from_environ(os.environ)
+    except ValueError as error:
+        print(f"cannot compile: {error}", file=sys.stderr)
+        return 2
     for version_dir in args.version_dirs:
         if version_dir.startswith("models:/"):
-            if compile_from_registry(version_dir):
+            if compile_from_registry(version_dir, policy):
                 return 1
             continue
         version_dir = Path(version_dir)
         try:
-            compiled = compile_version(version_dir)
+            compiled = compile_version(version_dir, policy=policy)
         except ArtifactError as error:
             print(f"cannot compile {version_dir}: {error}", file=sys.stderr)
             return 1

@@ -78,7 +78,7 @@ def register(run, alias: str | None = None) -> dict:
     return {"name": run.name, "version": version.version, "run_id": run_id}
 
 
-def compile_registered(text: str) -> str:
+def compile_registered(text: str, policy=None) -> str:
     """Compile a registered model and register the compiled copy as a new version.
 
     For models a data scientist logs from a notebook (``mlflow.keras.log_model``,
@@ -88,7 +88,9 @@ def compile_registered(text: str) -> str:
     to the same run under ``compiled-v<N>`` and registered as a new version
     tagged ``compiled_from``; an alias in ``text`` moves to it. Registered
     versions never change, so a server's cache of version N stays true.
-    Returns a one-line summary; raises ``RegistryError`` or ``ArtifactError``.
+    ``policy``: the code and graph ops compiling may run (a ``CodePolicy``;
+    installed packages only by default). Returns a one-line summary; raises
+    ``RegistryError`` or ``ArtifactError``.
     """
     import shutil
     import tempfile
@@ -98,6 +100,7 @@ def compile_registered(text: str) -> str:
     from mlflow.exceptions import MlflowException
 
     from app.runtime.compiler import compile_version
+    from app.runtime.model_code import INSTALLED_ONLY
     from app.runtime.registry import ModelUri, redact, resolve
     from training.version import ARTIFACT_FILES, MODEL_FILENAME, sha256_file
 
@@ -123,7 +126,7 @@ def compile_registered(text: str) -> str:
             else:
                 copied = [MODEL_FILENAME if saved.suffix == ".keras" else "model.h5"]
                 shutil.copyfile(saved, version_dir / copied[0])
-            compile_version(version_dir)
+            compile_version(version_dir, policy=policy or INSTALLED_ONLY)
             files = copied + [name for name in ARTIFACT_FILES[1:] if (version_dir / name).is_file()]
             metadata = {
                 "name": uri.name,

@@ -2,8 +2,10 @@
 
 ``store`` finds versions on disk, ``registry`` fetches them from MLflow,
 ``artifact`` reads and writes the compiled artifact, ``compiler`` writes it
-from a Keras model (TensorFlow, imported only when compiling), ``loader``
-verifies a version in a child process, ``litert`` runs a flatbuffer,
+from a Keras model (TensorFlow, imported only when compiling), ``model_code``
+and ``graph_ops`` say what code and ops a model file may make run, ``loader``
+verifies a version in a child process (``load_child`` when it cannot fork),
+``object_store`` mirrors S3, ``litert`` runs a flatbuffer,
 ``model`` holds a version in memory (bundle, runner), ``limits`` and
 ``input_profile`` are what a version admits and what its monitor watches.
 

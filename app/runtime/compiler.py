@@ -31,7 +31,9 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from app.runtime import artifact
 from app.runtime.artifact import FLOAT32_MAX, ArtifactError, CompiledModel, Probes, TensorSpec
+from app.runtime.graph_ops import first_denied
 from app.runtime.litert import LiteRTRuntime, native_stderr_logged
+from app.runtime.model_code import INSTALLED_ONLY, CodePolicy
 from app.runtime.saved_models import load_model
 from app.runtime.store import SAVED_MODEL_FILE, StoreError, find_model_file
 
@@ -336,17 +338,20 @@ def symmetric(magnitude: float, tensor_kind) -> tuple:
     return (-magnitude, magnitude)
 
 
-def compile_model(model: keras.Model, profile: dict | None = None) -> CompiledModel:
+def compile_model(
+    model: keras.Model, profile: dict | None = None, policy: CodePolicy = INSTALLED_ONLY
+) -> CompiledModel:
     """The serving artifact for a Keras model, or ``ArtifactError`` saying why not in one line.
 
     LiteRT when it converts the model and reproduces Keras in its domain; else
-    the TensorFlow runtime (a SavedModel), with the reason LiteRT was not used.
+    the TensorFlow runtime (a SavedModel, whose graph ``policy`` must allow), with
+    the reason LiteRT was not used.
     """
     try:
         try:
             return compile_litert(model, profile)
         except LiteRTRefused as refusal:
-            return compile_tensorflow(model, profile, str(refusal))
+            return compile_tensorflow(model, profile, str(refusal), policy)
     except ArtifactError:
         raise
     except Exception as error:  # Keras and the converter raise many types; any means "no".
@@ -416,13 +421,18 @@ def compile_litert(model: keras.Model, profile: dict | None) -> CompiledModel:
     return CompiledModel(flatbuffer, ranged, outputs, probes, golden(outputs, expected), kernels)
 
 
-def compile_tensorflow(model: keras.Model, profile: dict | None, why: str) -> CompiledModel:
+def compile_tensorflow(
+    model: keras.Model, profile: dict | None, why: str, policy: CodePolicy = INSTALLED_ONLY
+) -> CompiledModel:
     """The model as a SavedModel for the TensorFlow runtime, which must reproduce Keras on
     the probes as LiteRT would have had to. ``why``: what kept it off LiteRT."""
     from app.runtime.tensorflow_runtime import TensorFlowRuntime
 
     inputs, outputs = tensor_specs(model)
     files = export_saved_model(model, inputs)
+    refused = first_denied(files[SAVED_MODEL_FILE], policy.graph_ops)
+    if refused:
+        raise ArtifactError(f"the TensorFlow runtime's SavedModel cannot be served: {refused}")
     _, accepted, probes, feed, expected = probes_and_reference(model, inputs, outputs, profile)
     runtime = TensorFlowRuntime(files, len(inputs), len(outputs))
     for spec, want, got in zip(outputs, expected, runtime(feed), strict=True):
@@ -508,8 +518,11 @@ def converter_problem(error: Exception) -> str:
     return (text.strip().splitlines() or [""])[0][:300]
 
 
-def compile_version(version_dir: Path, profile: dict | None = None) -> CompiledModel:
-    """Compile the saved model in ``version_dir`` and write the artifact beside it.
+def compile_version(
+    version_dir: Path, profile: dict | None = None, policy: CodePolicy = INSTALLED_ONLY
+) -> CompiledModel:
+    """Compile the saved model in ``version_dir`` and write the artifact beside it, running
+    only the code and graph ops ``policy`` allows.
 
     Probes come from ``profile``, else from the version's ``metadata.json``
     input profile when it has one.
@@ -518,10 +531,10 @@ def compile_version(version_dir: Path, profile: dict | None = None) -> CompiledM
         model_path = find_model_file(version_dir)
     except StoreError as error:
         raise ArtifactError(str(error)) from error
-    model = load_model(model_path)
+    model = load_model(model_path, policy)
     if profile is None:
         profile = saved_profile(version_dir)
-    compiled = compile_model(model, profile)
+    compiled = compile_model(model, profile, policy)
     hashed = model_path / SAVED_MODEL_FILE if model_path.is_dir() else model_path
     source = {
         "file": hashed.relative_to(version_dir).as_posix(),

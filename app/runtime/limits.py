@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from app.runtime.artifact import DEFAULT_MAX_MODEL_BYTES
+from app.runtime.model_code import INSTALLED_ONLY, CodePolicy
 
 # Bytes of JSON a client may need for one float32 number: "-1.2345678901234567e-05, ".
 JSON_BYTES_PER_NUMBER = 32
@@ -14,7 +15,8 @@ DEFAULT_BATCH_SECONDS = 15.0
 
 @dataclass(frozen=True)
 class Limits:
-    """The request bounds the settings give; ``for_model`` turns them into one model's.
+    """The bounds the settings put on requests and versions; ``max_batch`` and ``body_bytes``
+    turn them into one model's.
 
     ``max_content_length`` None means "derived": 1 MiB, or one instance of the
     model's inputs written as JSON at ``JSON_BYTES_PER_NUMBER``, whichever is larger.
@@ -27,6 +29,8 @@ class Limits:
     # The longest the largest admitted batch may take in the loader's trial, so that
     # any inference finishes while its worker drains (app/config.py derives it).
     max_batch_seconds: float = DEFAULT_BATCH_SECONDS
+    # The code and graph ops a version's files may make the server run.
+    code: CodePolicy = INSTALLED_ONLY
 
     def max_batch(self, compiled) -> int:
         """The most instances a request may carry: MAX_BATCH_SIZE, and no more numbers in

@@ -4,17 +4,17 @@ A ``.keras`` file, a Keras 2 ``.h5`` file, or a SavedModel directory
 (``model.export()``, ``tf.saved_model.save``: TensorFlow Serving's format),
 whose serving signature is wrapped in a Keras model with one input per
 signature argument. Custom classes a Keras file names are found by importing
-the module Keras recorded for them, when it is importable from the server's
-Python path (installed, or on ``PYTHONPATH``); only code already there runs,
-never code from the file. Every failure is one ``ArtifactError`` line that
-names the cause: the class that cannot be found, the ``Lambda`` that Keras'
-safe mode refuses, the signature that is missing.
+the module Keras recorded for them, when it is an installed package or
+``MODEL_CODE_MODULES`` names it (app/runtime/model_code.py); a SavedModel's
+graph is checked for ops that reach outside the process before anything
+runs it (app/runtime/graph_ops.py). Every failure is one ``ArtifactError``
+line that names the cause: the class that cannot be found, the module that
+may not be imported, the ``Lambda`` that Keras' safe mode refuses, the op
+refused, the signature that is missing.
 """
 
-import importlib
 import json
 import re
-import sys
 import warnings
 import zipfile
 from importlib.util import find_spec
@@ -24,6 +24,8 @@ import keras
 import tensorflow as tf
 
 from app.runtime.artifact import ArtifactError
+from app.runtime.graph_ops import first_denied
+from app.runtime.model_code import INSTALLED_ONLY, CodePolicy, import_recorded
 
 # The signature served from a SavedModel, as in TensorFlow Serving.
 SERVING_SIGNATURE = "serving_default"
@@ -33,12 +35,15 @@ KERAS_MODULES = ("keras", "tf_keras", "builtins", "keras_hub", "keras_cv", "kera
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 
 
-def load_model(path: Path) -> keras.Model:
-    """The Keras model saved at ``path`` (a file or a SavedModel directory)."""
+def load_model(path: Path, policy: CodePolicy = INSTALLED_ONLY) -> keras.Model:
+    """The Keras model saved at ``path`` (a file or a SavedModel directory), its code and
+    ops as ``policy`` allows."""
     if path.is_dir():
-        return saved_model_as_keras(path)
+        return saved_model_as_keras(path, policy)
     custom = custom_classes(recorded_config(path))
-    import_recorded_modules(custom)
+    refused = import_recorded(custom, policy)
+    if refused:
+        raise ArtifactError(f"{path.name}: {refused}")
     try:
         with warnings.catch_warnings():
             # Keras warns that HDF5 is legacy; the notebook's .h5 is what we have.
@@ -100,21 +105,6 @@ def custom_classes(config: dict) -> list[tuple[str, str | None]]:
     return sorted(set(found), key=lambda pair: (pair[0], pair[1] or ""))
 
 
-def import_recorded_modules(custom: list[tuple[str, str | None]]) -> None:
-    """Import each recorded module that is importable and not the standard library, so that
-    its ``register_keras_serializable`` decorators run; the rest are named if loading fails."""
-    for _, module in custom:
-        if module is None or module in sys.modules:
-            continue
-        if module.split(".")[0] in sys.stdlib_module_names:
-            continue
-        try:
-            if find_spec(module) is not None:
-                importlib.import_module(module)
-        except Exception:  # noqa: BLE001, S110 - a module that fails to import is named below.
-            pass
-
-
 def load_problem(error: Exception, custom: list[tuple[str, str | None]]) -> str:
     """Why Keras could not load a file, in one line."""
     text = " ".join(str(part) for part in (error, error.__cause__, error.__context__) if part)
@@ -153,9 +143,15 @@ def missing_reason(name: str, module: str | None) -> str:
     return f"importing its module {module!r} does not register it: {register}"
 
 
-def saved_model_as_keras(path: Path) -> keras.Model:
+def saved_model_as_keras(path: Path, policy: CodePolicy = INSTALLED_ONLY) -> keras.Model:
     """A SavedModel's serving signature as a Keras model: one named input per argument,
-    the signature's outputs by name."""
+    the signature's outputs by name; refused before TensorFlow loads it when its graph
+    runs an op ``policy`` does not allow."""
+    graph = path / "saved_model.pb"
+    if graph.is_file():
+        refused = first_denied(graph.read_bytes(), policy.graph_ops)
+        if refused:
+            raise ArtifactError(f"the SavedModel cannot be served: {refused}")
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as error:  # noqa: BLE001 - TensorFlow raises many types for a bad directory.

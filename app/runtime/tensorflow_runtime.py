@@ -53,8 +53,26 @@ class TensorFlowRuntime:
         self._serve = self._module.serve
         self._constant = tf.constant
         self._outputs = [f"out{i}" for i in range(outputs)]
+        # What the graph's kernels raise for inputs they cannot compute (a reshape that
+        # does not fit, an index out of range): the client's fault, as LiteRT's are.
+        self._refusals = (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError)
 
     def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """One output array per output tensor (strings as bytes objects)."""
-        result = self._serve(*[self._constant(array) for array in inputs])
+        """One output array per output tensor (strings as bytes objects); ``RuntimeError``,
+        as LiteRT raises it, for inputs the graph refuses."""
+        try:
+            result = self._serve(*[self._constant(array) for array in inputs])
+        except self._refusals as error:
+            raise RuntimeError(kernel_message(error.message)) from None
         return [result[name].numpy() for name in self._outputs]
+
+
+def kernel_message(text: str) -> str:
+    """What a kernel said, without TensorFlow's frame: "Graph execution error:", the node's
+    traceback and the ``[[{{node ...}}]]`` line."""
+    for line in text.splitlines():
+        line = line.strip()
+        framing = ("Graph execution error", "Detected at node", "<stack traces", "File ", "[[")
+        if line and not line.startswith(framing):
+            return line
+    return "the TensorFlow runtime refused them"

@@ -41,15 +41,18 @@ from app.core.serving import (
     serving_state,
     sync_repository,
 )
+from app.ops.error_shape import cut
 from app.runtime.loader import (
+    LoadTimeout,
     load_newest,
     load_registered_as,
     prepare_fingerprints,
     registered_models,
     repository_fingerprint,
+    run_with_deadline,
 )
 from app.runtime.model import ModelBundle, ModelLoadError
-from app.runtime.store import MODEL_NAME, StoreError, list_models
+from app.runtime.store import StoreError, is_model_name, list_models
 from app.runtime.version_policy import LATEST, read_policies
 
 log = logging.getLogger(__name__)
@@ -160,16 +163,35 @@ def index(app: Flask, ready_only: bool) -> list[dict]:
     models = model_states(state, ready_only)
     if ready_only or not explicit(app):
         return models
-    root = app.config["MODEL_REPOSITORY"]
+    config = app.config
     try:
-        found = set(list_models(root, sys.maxsize)[0]) | set(registered_models(root))
-    except (StoreError, ModelLoadError):
+        # In a child with a deadline: a hung file system never stalls this worker.
+        found = run_with_deadline(
+            repository_names, config["MODEL_LOAD_TIMEOUT"], config["MODEL_REPOSITORY"]
+        )
+    except ModelLoadError as error:
+        log.warning("the model repository could not be listed: %s", error)
         found = set()
     unloaded = [
         {"name": name, "state": "UNAVAILABLE", "reason": "unloaded"}
         for name in found - set(state.names)
     ]
     return sorted(models + unloaded, key=lambda model: model["name"])
+
+
+def repository_names(root: Path) -> set[str]:
+    """Every model the repository holds, directories and registry.json's alike (none when the
+    root cannot be listed)."""
+    try:
+        return set(list_models(root, sys.maxsize)[0]) | set(registered_models(root))
+    except StoreError:
+        return set()
+
+
+def repository_entry(root: Path, name: str) -> tuple[dict, dict, bool]:
+    """What a load of model ``name`` reads from the repository: registry.json's URIs, the
+    version policies, and whether ``<root>/<name>`` is a directory."""
+    return registered_models(root), read_policies(root), (root / name).is_dir()
 
 
 def catch_up(app: Flask) -> None:
@@ -189,21 +211,26 @@ def load(app: Flask, name: str) -> None:
     ``ControlError`` when it cannot be, with why."""
     config = app.config
     refuse_unless_explicit(app)
-    path = config["MODEL_REPOSITORY"] / name
-    if not MODEL_NAME.fullmatch(name) or name.startswith("."):
-        raise ControlError(404, f"Model {name!r} is not in the repository.")
+    root = config["MODEL_REPOSITORY"]
+    if not is_model_name(name):
+        raise ControlError(404, f"Model {cut(name)!r} is not in the repository.")
     with _locked(timeout=config["MODEL_LOAD_TIMEOUT"]):
         if config["REPOSITORY_STORE"]:  # Its newest versions, from S3.
             try:
-                sync_repository(app, cache_allowed=False)
+                _, refused = sync_repository(app, cache_allowed=False)
             except ModelLoadError as error:
                 raise ControlError(503, str(error)) from None
+            if name in refused:
+                message = f"Model {name!r} is not mirrored from the store: {refused[name]}"
+                raise ControlError(400, message)
+        timeout, model_limits = config["MODEL_LOAD_TIMEOUT"], limits(config)
         try:
-            uris = registered_models(config["MODEL_REPOSITORY"])
-            policies = read_policies(config["MODEL_REPOSITORY"])
+            # In a child with a deadline: a hung file system never stalls this worker.
+            uris, policies, is_dir = run_with_deadline(repository_entry, timeout, root, name)
+        except LoadTimeout as error:
+            raise ControlError(503, f"The model repository did not answer: {error}.") from None
         except ModelLoadError as error:
             raise ControlError(400, str(error)) from None
-        timeout, model_limits = config["MODEL_LOAD_TIMEOUT"], limits(config)
         policy = policies.get(name, LATEST)
         if name in uris and name in policies:
             raise ControlError(400, f"Model {name!r}: a registry model takes no version policy.")
@@ -212,8 +239,10 @@ def load(app: Flask, name: str) -> None:
             load_model = partial(
                 load_registered_as, name, uris[name], cache, timeouts, False, model_limits
             )
-        elif path.is_dir():
-            load_model = partial(load_newest, path, None, timeout, model_limits, name, policy)
+        elif is_dir:
+            load_model = partial(
+                load_newest, root / name, None, timeout, model_limits, name, policy
+            )
         else:
             raise ControlError(404, f"Model {name!r} is not in the repository.")
         current = _read()
@@ -254,7 +283,7 @@ def unload(app: Flask, name: str) -> None:
         _take_up(app, _read())
         state = serving_state(app)
         if name not in state.bundles and name not in state.unavailable:
-            raise ControlError(404, f"Model {name!r} is not loaded.")
+            raise ControlError(404, f"Model {cut(name)!r} is not loaded.")
         _drop(app, name)
         state.generation = _write(state)
         log.info("unloaded model %s", name, extra={"model": name})

@@ -159,15 +159,19 @@ def load_repository_models(app: Flask, names: set[str] | None) -> None:
     root, max_models = config["MODEL_REPOSITORY"], config["MAX_MODELS"]
     if names is not None and len(names) > max_models:
         raise ModelLoadError(f"{len(names)} models to load, over MAX_MODELS={max_models}")
-    store = config["REPOSITORY_STORE"]
+    store, refused = config["REPOSITORY_STORE"], {}
     if store:
-        served_from = sync_repository(app, cache_allowed=not state.bundles)
+        served_from, refused = sync_repository(app, cache_allowed=not state.bundles)
     # Named models: the bound is on them, not on the directories beside them.
     listed = max_models if names is None else sys.maxsize
     registry = (config["MODEL_CACHE_DIR"], registry_timeouts(config), not state.bundles)
     bundles, failed, ignored = load_repository(
         root, listed, config["MODEL_LOAD_TIMEOUT"], limits(config), names, registry
     )
+    for name, why in refused.items():  # Not mirrored: only those asked for are reported.
+        if names is None or name in names:
+            bundles.pop(name, None)
+            failed[name] = ModelLoadError(f"not mirrored from the store: {why}")
     for name, bundle in bundles.items():
         if store:
             bundle.store = {"uri": str(store.child(name)), "served_from": served_from}
@@ -196,12 +200,15 @@ def load_repository_models(app: Flask, names: set[str] | None) -> None:
     state.bundles, state.unavailable = bundles, unavailable
 
 
-def sync_repository(app: Flask, cache_allowed: bool) -> str:
-    """Mirror an s3:// MODEL_REPOSITORY into the cache: where its models are served from."""
+def sync_repository(app: Flask, cache_allowed: bool) -> tuple[str, dict[str, str]]:
+    """Mirror an s3:// MODEL_REPOSITORY into the cache: where its models are served from, and
+    the models the mirror refused, with why."""
     config = app.config
     timeouts = registry_timeouts(config)
     store, mirror = config["REPOSITORY_STORE"], config["MODEL_REPOSITORY"]
-    return sync_mirror(store, mirror, timeouts, cache_allowed, repository=True)
+    return sync_mirror(
+        store, mirror, timeouts, cache_allowed, limits(config), config["MAX_REPOSITORY_BYTES"]
+    )
 
 
 def report_loaded(bundle: ModelBundle) -> None:

@@ -183,7 +183,7 @@ METHODS = {
     "RepositoryModelUnload": pb.RepositoryModelUnloadRequest,
 }
 # The methods API_TOKEN guards, as it guards their REST routes.
-GUARDED = ("ModelInfer", "RepositoryModelLoad", "RepositoryModelUnload")
+GUARDED = ("ModelInfer", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload")
 
 
 class OpenInferenceServicer:

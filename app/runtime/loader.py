@@ -13,6 +13,7 @@ import os
 import pickle
 import select
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,14 +26,17 @@ from app.ops.error_shape import bounded
 from app.ops.json_provider import json_safe
 from app.runtime import artifact
 from app.runtime.artifact import ArtifactError
+from app.runtime.graph_ops import first_denied
 from app.runtime.input_profile import ProfileError, profiled_features
 from app.runtime.limits import Limits
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
+from app.runtime.model_code import CodePolicy
 from app.runtime.store import (
-    MODEL_NAME,
+    SAVED_MODEL_FILE,
     ModelVersion,
     StoreError,
     fingerprint,
+    is_model_name,
     list_models,
     list_versions,
     read_json_object,
@@ -51,41 +55,39 @@ class LoadTimeout(ModelLoadError):
 
 
 def run_with_deadline(function: Callable, timeout: float, *args):
-    """``function(*args)`` run in a forked child: its result, or its error re-raised here.
+    """``function(*args)`` run in a child process: its result, or its error re-raised here.
 
     Past ``timeout`` seconds the child is killed and ``LoadTimeout`` raised.
     """
-    for kind, value in child_messages(lambda send: send("result", function(*args)), timeout):
+    for kind, value in child_messages(partial(_send_result, function, args), timeout):
         if kind == "result":
             return value
     raise ModelLoadError("the loading process died without an answer")
 
 
+def _send_result(function: Callable, args: tuple, send) -> None:
+    send("result", function(*args))
+
+
 def child_messages(work: Callable, timeout: float):
-    """Run ``work(send)`` in a forked child and yield each ``(kind, value)`` it sends.
+    """Run ``work(send)`` in a child process and yield each ``(kind, value)`` it sends.
 
     Every message restarts the deadline; past it, the child is killed and
     ``LoadTimeout`` raised. An error in the child arrives as ``ModelLoadError``.
     Messages travel pickled through a pipe, and both of its ends are ours.
+    The child is forked, unless this process runs TensorFlow: its thread pools
+    do not survive a fork (a runtime built in the child hangs), so the child
+    is then a new interpreter (app/runtime/load_child.py) that reads ``work``
+    pickled from a second pipe.
     """
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # The child: work, report, and leave without running cleanup.
-        os.close(read_end)
-        pipe = os.fdopen(write_end, "wb")
-
-        def send(kind, value=None):
-            payload = pickle.dumps((kind, value))
-            pipe.write(len(payload).to_bytes(8, "big") + payload)
-            pipe.flush()
-
-        try:
-            work(send)
-        except BaseException as error:  # noqa: BLE001 - every failure must reach the parent.
-            known = isinstance(error, ModelLoadError | StoreError | ArtifactError)
-            send("error", str(error) if known else f"{type(error).__name__}: {error}")
-        pipe.close()
-        os._exit(0)
+    if "tensorflow" in sys.modules:
+        pid = _spawn(work, write_end)
+    else:
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            serve_child(work, write_end)
     os.close(write_end)
     reader = os.fdopen(read_end, "rb", buffering=0)
     try:
@@ -106,6 +108,39 @@ def child_messages(work: Callable, timeout: float):
     finally:
         reader.close()
         _reap(pid)
+
+
+def serve_child(work: Callable, answer_fd: int) -> None:
+    """In the child: run ``work(send)``, report every failure, and leave without cleanup."""
+    pipe = os.fdopen(answer_fd, "wb")
+
+    def send(kind, value=None):
+        payload = pickle.dumps((kind, value))
+        pipe.write(len(payload).to_bytes(8, "big") + payload)
+        pipe.flush()
+
+    try:
+        work(send)
+    except BaseException as error:  # noqa: BLE001 - every failure must reach the parent.
+        known = isinstance(error, ModelLoadError | StoreError | ArtifactError)
+        send("error", str(error) if known else f"{type(error).__name__}: {error}")
+    pipe.close()
+    os._exit(0)
+
+
+def _spawn(work: Callable, answer_fd: int) -> int:
+    """Start a new interpreter that runs ``work`` and answers on ``answer_fd``; its pid."""
+    work_read, work_write = os.pipe()
+    for fd in (work_read, answer_fd):
+        os.set_inheritable(fd, True)
+    command = [sys.executable, "-m", "app.runtime.load_child", str(work_read), str(answer_fd)]
+    try:
+        pid = os.posix_spawn(sys.executable, command, os.environ)
+    finally:
+        os.close(work_read)
+    with os.fdopen(work_write, "wb") as pipe:
+        pipe.write(pickle.dumps(work))
+    return pid
 
 
 def _read_exactly(reader, size: int, timeout: float) -> bytes | None:
@@ -154,7 +189,13 @@ def load_version(version: ModelVersion, limits: Limits = DEFAULT_LIMITS) -> Mode
             compiled = artifact.read(version.path, limits.max_model_bytes)
             source = "compiled"
         else:
-            compiled, source = convert_at_load(version), "converted at load"
+            compiled, source = convert_at_load(version, limits.code), "converted at load"
+        if compiled.runtime == "tensorflow":
+            refused = first_denied(
+                compiled.saved_model.get(SAVED_MODEL_FILE, b""), limits.code.graph_ops
+            )
+            if refused:
+                raise ArtifactError(f"the compiled SavedModel cannot be served: {refused}")
     except ArtifactError as error:
         raise ModelLoadError(f"{version.path}: {error}") from error
     bundle = ModelBundle(version, metadata, compiled, source)
@@ -198,7 +239,7 @@ def check_artifacts(directory: Path, checksums) -> None:
             raise ArtifactError(f"{name} has SHA-256 {actual}, metadata says {expected}")
 
 
-def convert_at_load(version: ModelVersion):
+def convert_at_load(version: ModelVersion, policy: CodePolicy):
     """Compile a version that has no artifact, when TensorFlow is installed."""
     hint = f"compile it with `python -m training compile {version.path}`"
     if find_spec("tensorflow") is None:
@@ -206,8 +247,8 @@ def convert_at_load(version: ModelVersion):
     from app.runtime.compiler import compile_model
     from app.runtime.saved_models import load_model
 
-    model = load_model(version.model_file)
-    return compile_model(model)
+    model = load_model(version.model_file, policy)
+    return compile_model(model, policy=policy)
 
 
 def load_newest(
@@ -365,7 +406,7 @@ def registered_models(root: Path) -> dict[str, str]:
     try:
         entries = read_json_object(path) or {}
         for name, uri in entries.items():
-            if not MODEL_NAME.fullmatch(name) or name.startswith("."):
+            if not is_model_name(name):
                 raise ValueError(f"{name!r} is not a model name (letters, digits, '.', '_', '-')")
             ModelUri.parse(uri if isinstance(uri, str) else repr(uri))
     except (OSError, ValueError) as error:
@@ -405,46 +446,60 @@ def load_synced(
     gives no usable answer in time and ``cache_allowed`` (at start), the
     mirror as last synced is served, and ``/model`` says so.
     """
-    served_from = sync_mirror(store, mirror, timeouts, cache_allowed)
+    served_from, _ = sync_mirror(store, mirror, timeouts, cache_allowed, limits)
     bundle = load_newest(mirror, pinned, timeouts[0], limits, name)
     bundle.store = {"uri": str(store), "served_from": served_from}
     return bundle
 
 
 def sync_mirror(
-    store, mirror: Path, timeouts: tuple[float, float], cache_allowed: bool, repository=False
-) -> str:
-    """Sync ``mirror`` from an S3 store (a model's, or a ``repository``'s), in a child with a
-    deadline: ``"store"``, or ``"cache (store unreachable: ...)"`` when the store gives no
-    usable answer, a copy is cached, and ``cache_allowed`` (at start). Else
-    ``ModelLoadError``."""
+    store,
+    mirror: Path,
+    timeouts: tuple[float, float],
+    cache_allowed: bool,
+    limits: Limits = DEFAULT_LIMITS,
+    repository_bytes: int | None = None,
+) -> tuple[str, dict[str, str]]:
+    """Sync ``mirror`` from an S3 store (a model's, or with ``repository_bytes``, the bound on
+    its total, a repository's), in a child with a deadline.
+
+    Returns where the models are served from: ``"store"``, or ``"cache (store
+    unreachable: ...)"`` when the store gives no usable answer, a copy is
+    cached, and ``cache_allowed`` (at start); and the repository's models the
+    mirror refused, with why. Else ``ModelLoadError``.
+    """
     load_timeout, store_timeout = timeouts
+    sizes = (limits.max_model_bytes, repository_bytes)
     try:
-        unreachable = run_with_deadline(
-            _synced, load_timeout, store, mirror, store_timeout, repository
+        unreachable, refused = run_with_deadline(
+            _synced, load_timeout, store, mirror, store_timeout, sizes
         )
     except LoadTimeout as error:
-        unreachable = f"{store}: syncing {error}"
+        unreachable, refused = f"{store}: syncing {error}", {}
     if unreachable and not (cache_allowed and mirror.is_dir()):
         cached = "" if mirror.is_dir() else " and nothing is cached"
         raise ModelLoadError(f"the object store cannot be reached{cached}: {unreachable}")
-    return f"cache (store unreachable: {unreachable})" if unreachable else "store"
+    served_from = f"cache (store unreachable: {unreachable})" if unreachable else "store"
+    return served_from, refused
 
 
-def _synced(store, mirror: Path, timeout: float, repository: bool) -> str | None:
-    """In the child: sync the mirror; why the store could not be reached, or None."""
+def _synced(store, mirror: Path, timeout: float, sizes: tuple[int, int | None]):
+    """In the child: sync the mirror; why the store could not be reached (or None), and the
+    repository's models it refused."""
     from app.runtime import object_store
 
+    version_bytes, repository_bytes = sizes
     try:
-        if repository:
-            object_store.sync_repository(store, mirror, timeout)
-        else:
-            object_store.sync(store, mirror, timeout)
+        if repository_bytes is not None:
+            return None, object_store.sync_repository(
+                store, mirror, timeout, version_bytes, repository_bytes
+            )
+        object_store.sync(store, mirror, timeout, version_bytes)
     except object_store.StoreUnreachable as error:
-        return str(error)
+        return str(error), {}
     except object_store.StoreRefused as error:
         raise ModelLoadError(str(error)) from None
-    return None
+    return None, {}
 
 
 def repository_fingerprint(root: Path, store, timeouts: tuple[float, float]) -> int:

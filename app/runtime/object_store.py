@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from app.runtime.artifact import MAX_ARTIFACT_BYTES
 from app.runtime.registry import deadline
-from app.runtime.store import MAX_METADATA_BYTES, MODEL_NAME, ROOT_FILES
+from app.runtime.store import MAX_METADATA_BYTES, ROOT_FILES, is_model_name
 
 # Written in each mirrored version directory: the objects it was copied from.
 IDENTITY_FILE = ".s3-objects.json"
@@ -74,38 +74,87 @@ class S3Uri:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-def sync(uri: S3Uri, mirror: Path, timeout: float) -> None:
+def sync(uri: S3Uri, mirror: Path, timeout: float, max_version_bytes: int) -> None:
     """Mirror the store's version directories into ``mirror``: what changed, is new or is
     gone. Raises ``StoreUnreachable`` or ``StoreRefused``."""
     with session(uri, timeout, "MODEL_DIR") as client:
-        versions: dict[str, dict[str, str]] = {}
-        for (version, rest), etag in listed(client, uri, depth=1):
-            versions.setdefault(version, {})[rest] = etag
+        versions: dict[str, dict[str, tuple[str, int]]] = {}
+        for (version, rest), etag, size, problem in listed(client, uri, depth=1):
+            if problem:
+                raise StoreRefused(problem)
+            versions.setdefault(version, {})[rest] = (etag, size)
         if not versions:
             raise StoreRefused(f"MODEL_DIR {uri}: no model versions (expected {uri}/<integer>/)")
+        problem = oversized(uri, versions, max_version_bytes)
+        if problem:
+            raise StoreRefused(problem)
         mirror_versions(client, uri, versions, mirror)
 
 
-def sync_repository(uri: S3Uri, mirror: Path, timeout: float) -> None:
+def sync_repository(
+    uri: S3Uri, mirror: Path, timeout: float, max_version_bytes: int, max_total_bytes: int
+) -> dict[str, str]:
     """Mirror every model under a repository's prefix (``<prefix>/<name>/<version>/...``)
     into ``mirror``, each as ``sync`` mirrors one; a model gone from the store goes from
-    the mirror. Raises ``StoreUnreachable`` or ``StoreRefused``."""
+    the mirror. A model the mirror refuses (an unsafe key, a key that is both a file and a
+    directory, a version over ``max_version_bytes``) is not mirrored: returns why, by name,
+    and the others are. Sizes are checked before any download: over ``max_total_bytes``
+    in all, or nothing to serve, raises ``StoreRefused``; no answer, ``StoreUnreachable``."""
     with session(uri, timeout, "MODEL_REPOSITORY") as client:
-        models: dict[str, dict[str, dict[str, str]]] = {}
-        for (name, version, rest), etag in listed(client, uri, depth=2):
-            if MODEL_NAME.fullmatch(name) and not name.startswith("."):
-                models.setdefault(name, {}).setdefault(version, {})[rest] = etag
+        models: dict[str, dict[str, dict[str, tuple[str, int]]]] = {}
+        refused: dict[str, str] = {}
+        for (name, version, rest), etag, size, problem in listed(client, uri, depth=2):
+            if not is_model_name(name):
+                continue
+            if problem:
+                refused.setdefault(name, problem)
+            models.setdefault(name, {}).setdefault(version, {})[rest] = (etag, size)
+        for name, versions in models.items():
+            problem = oversized(uri.child(name), versions, max_version_bytes)
+            if problem:
+                refused.setdefault(name, problem)
         if not models:
             raise StoreRefused(
                 f"MODEL_REPOSITORY {uri}: no models (expected {uri}/<name>/<integer>/)"
             )
+        total = sum(
+            size
+            for name, versions in models.items()
+            if name not in refused
+            for objects in versions.values()
+            for _, size in objects.values()
+        )
+        if total > max_total_bytes:
+            raise StoreRefused(
+                f"MODEL_REPOSITORY {uri}: its models' objects total {total:,} bytes, over "
+                f"MAX_REPOSITORY_BYTES={max_total_bytes:,}"
+            )
         for name, versions in sorted(models.items()):
-            mirror_versions(client, uri.child(name), versions, mirror / name)
+            if name not in refused:
+                try:
+                    mirror_versions(client, uri.child(name), versions, mirror / name)
+                except (StoreRefused, OSError) as error:  # One model's objects, one model.
+                    refused[name] = str(error)
         for name in ROOT_FILES:
             mirror_root_file(client, uri, name, mirror)
     for copy in mirror.iterdir():
-        if copy.is_dir() and copy.name not in models and not copy.name.startswith("."):
+        gone = copy.name not in models or copy.name in refused
+        if copy.is_dir() and gone and not copy.name.startswith("."):
             shutil.rmtree(copy, ignore_errors=True)
+    return refused
+
+
+def oversized(uri: S3Uri, versions: dict, max_version_bytes: int) -> str | None:
+    """Why a model may not be downloaded: a version whose objects total over
+    ``max_version_bytes`` (MAX_MODEL_BYTES); else None."""
+    for version, objects in sorted(versions.items()):
+        total = sum(size for _, size in objects.values())
+        if total > max_version_bytes:
+            return (
+                f"{uri}/{version}: its objects total {total:,} bytes, over "
+                f"MAX_MODEL_BYTES={max_version_bytes:,}; not downloaded"
+            )
+    return None
 
 
 def mirror_root_file(client, uri: S3Uri, name: str, mirror: Path) -> None:
@@ -163,8 +212,10 @@ def session(uri: S3Uri, timeout: float, setting: str):
 
 
 def listed(client, uri: S3Uri, depth: int):
-    """``((part, ..., relative key), ETag)`` for every object under the prefix whose key has
-    ``depth`` parts before the version's files, the last of them a version number."""
+    """``((part, ..., relative key), ETag, size, problem)`` for every object under the prefix
+    whose key has ``depth`` parts before the version's files, the last of them a version
+    number; ``problem`` says why the object may not be mirrored (an unsafe path, over
+    MAX_ARTIFACT_BYTES), else None. Over MAX_OBJECTS objects raises ``StoreRefused``."""
     root = f"{uri.prefix}/" if uri.prefix else ""
     count = 0
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.bucket, Prefix=root):
@@ -174,19 +225,22 @@ def listed(client, uri: S3Uri, depth: int):
                 continue
             if not (parts[-1].isdigit() and parts[-1].isascii()):
                 continue
-            if any(part in ("", ".", "..") for part in rest.split("/")):
-                raise StoreRefused(f"{uri}: the object key {item['Key']!r} is not a safe path")
-            if item["Size"] > MAX_ARTIFACT_BYTES:
-                raise StoreRefused(f"{uri}: {item['Key']} is over {MAX_ARTIFACT_BYTES:,} bytes")
             count += 1
             if count > MAX_OBJECTS:
                 raise StoreRefused(f"{uri}: over {MAX_OBJECTS:,} objects under the prefix")
-            yield (*parts, rest), item["ETag"]
+            problem = None
+            if any(part in ("", ".", "..") for part in rest.split("/")):
+                problem = f"{uri}: the object key {item['Key']!r} is not a safe path"
+            elif item["Size"] > MAX_ARTIFACT_BYTES:
+                problem = f"{uri}: {item['Key']} is over {MAX_ARTIFACT_BYTES:,} bytes"
+            yield (*parts, rest), item["ETag"], item["Size"], problem
 
 
 def mirror_versions(client, uri: S3Uri, versions: dict, mirror: Path) -> None:
-    """Download each version whose objects are not the mirrored copy's; drop the gone ones."""
-    for version, objects in sorted(versions.items()):
+    """Download each version whose objects are not the mirrored copy's; drop the gone ones.
+    ``versions``: each version's ``{relative key: (ETag, size)}``."""
+    for version, listing in sorted(versions.items()):
+        objects = {key: etag for key, (etag, _) in listing.items()}
         if _identity(mirror / version) != objects:
             download_version(client, uri, version, objects, mirror)
     for copy in mirror.iterdir() if mirror.is_dir() else ():

@@ -142,8 +142,14 @@ def next_version_number(model_dir: Path) -> int:
 
 # Files at a repository's root beside its models: registry models, version policies.
 ROOT_FILES = ("registry.json", "version_policy.json")
-# A model's name, as an URL path segment and a gRPC field carry it unescaped.
-MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# A model's name, as an URL path segment and a gRPC field carry it unescaped; short enough
+# for a directory's name (255 bytes) with room for the mirror's staging prefixes.
+MODEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can name a repository's model: URL-safe, not hidden, not too long."""
+    return MODEL_NAME.fullmatch(name) is not None and not name.startswith(".")
 
 
 def list_models(root: Path | str, max_models: int) -> tuple[dict[str, Path], list[str]]:
@@ -173,7 +179,10 @@ def read_json_object(path: Path) -> dict | None:
         return None
     if path.stat().st_size > MAX_METADATA_BYTES:
         raise ValueError(f"over {MAX_METADATA_BYTES:,} bytes")
-    value = json.loads(path.read_text())
+    try:
+        value = json.loads(path.read_text())
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value

@@ -10,13 +10,15 @@ import shutil
 import signal
 import threading
 
+import grpc
 import numpy as np
 import pytest
 import requests
 
+from app.grpc import open_inference_pb2 as pb
 from app.runtime.compiler import tensor_specs
 from tests.conftest import save_version
-from tests.integration.clients import RequestStream, wait_for
+from tests.integration.clients import RequestStream, oip_call, wait_for
 from tests.integration.conftest import start
 from tests.integration.grpc_clients import client
 from tests.models import (
@@ -263,3 +265,127 @@ def test_a_load_serves_the_versions_the_policy_names_on_every_worker(
     os.kill(server.worker_pids()[0], signal.SIGKILL)
     server.wait_until_all_workers_ready(server.workers)
     assert answers() == {("1", 200, 2.0), ("2", 200, 4.0)}
+
+
+def test_tensorflow_runtime_models_load_one_after_another(model_dir, zoo, tmp_path, make_server):
+    # A worker that serves a TensorFlow-runtime model runs TensorFlow's thread pools: a load's
+    # child forked from it hung. Each load after the first must land too.
+    root = tmp_path / "repository"
+    shutil.copytree(model_dir, root / "linear")
+    for name in ("cumulative", "text_classifier", "lstm_variable"):
+        shutil.copytree(zoo[name].model_dir, root / name)
+    server = make_server(
+        None,
+        MODEL_REPOSITORY=root,
+        MODEL_CONTROL_MODE="explicit",
+        MODEL_LOAD="linear",
+        MODEL_LOAD_TIMEOUT=60,
+    )
+    for name in ("cumulative", "text_classifier", "lstm_variable", "cumulative"):
+        loaded = control(server, "load", name)
+        assert loaded.status_code == 200, loaded.text
+    for name in ("cumulative", "text_classifier", "lstm_variable"):
+        model = zoo[name]
+        inputs = in_domain(model.keras, 2)
+        url, body = request_for("v2", name, inputs)
+        answer = requests.post(f"{server.url}{url}", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        specs = tensor_specs(model.keras)[1]
+        assert_agrees(outputs_from("v2", answer.json(), specs), keras_outputs(model.keras, inputs))
+    assert "did not finish" not in server.output()
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "b" * 201, "x." * 150])
+def test_a_name_too_long_for_a_file_is_404_on_every_control_call(explicit_server, name):
+    for action in ("load", "unload"):
+        answer = control(explicit_server, action, name)
+        assert answer.status_code == 404, answer.text
+        assert "error" in answer.json()
+    request = pb.RepositoryModelLoadRequest(model_name=name)
+    with pytest.raises(grpc.RpcError) as refused:
+        oip_call(
+            explicit_server.grpc_target,
+            "RepositoryModelLoad",
+            request,
+            pb.RepositoryModelLoadResponse,
+        )
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert index(explicit_server)["linear"]["state"] == "READY"
+
+
+@pytest.mark.parametrize("file", ["registry.json", "version_policy.json"])
+def test_a_deeply_nested_repository_file_is_a_400_naming_it(model_dir, tmp_path, make_server, file):
+    root = tmp_path / "repository"
+    shutil.copytree(model_dir, root / "linear")
+    shutil.copytree(model_dir, root / "spare")
+    server = make_server(
+        None, MODEL_REPOSITORY=root, MODEL_CONTROL_MODE="explicit", MODEL_LOAD="linear"
+    )
+    (root / file).write_text("[" * 100_000 + "]" * 100_000)
+    refused = control(server, "load", "spare")
+    assert refused.status_code == 400, refused.text
+    assert file in refused.json()["error"] and "nested too deeply" in refused.json()["error"]
+    assert index(server)["linear"]["state"] == "READY"
+    assert "Traceback" not in server.output()
+
+
+def test_a_repository_read_that_hangs_never_stalls_a_worker(model_dir, tmp_path, make_server):
+    root = tmp_path / "repository"
+    shutil.copytree(model_dir, root / "linear")
+    shutil.copytree(model_dir, root / "spare")
+    server = make_server(
+        None,
+        MODEL_REPOSITORY=root,
+        MODEL_CONTROL_MODE="explicit",
+        MODEL_LOAD="linear",
+        MODEL_LOAD_TIMEOUT=2,
+        GUNICORN_TIMEOUT=1,
+    )
+    workers = set(server.worker_pids())
+    os.mkfifo(root / "registry.json")  # A hung file system: a read that never returns.
+    results = {}
+
+    def call(key, action):
+        results[key] = action()
+
+    calls = [
+        threading.Thread(
+            target=call,
+            args=("index", lambda: requests.post(f"{server.url}/v2/repository/index", timeout=30)),
+        ),
+        threading.Thread(target=call, args=("load", lambda: control(server, "load", "spare"))),
+    ]
+    for thread in calls:
+        thread.start()
+    probes = []
+    while any(thread.is_alive() for thread in calls):
+        answer = requests.get(f"{server.url}/health/ready", timeout=5)
+        probes.append((answer.status_code, answer.elapsed.total_seconds()))
+    assert results["index"].status_code == 200
+    assert [model["name"] for model in results["index"].json()] == ["linear"]
+    assert results["load"].status_code == 503 and "did not answer" in results["load"].text
+    assert all(status == 200 and seconds < 1 for status, seconds in probes), probes
+    assert set(server.worker_pids()) == workers and "WORKER TIMEOUT" not in server.output()
+
+
+def test_the_token_guards_the_index_over_grpc_as_over_rest(repository, make_server):
+    server = make_server(
+        None,
+        MODEL_REPOSITORY=repository,
+        MODEL_CONTROL_MODE="explicit",
+        MODEL_LOAD="linear",
+        API_TOKEN="secret",
+    )
+    assert requests.post(f"{server.url}/v2/repository/index", timeout=10).status_code == 401
+    request = pb.RepositoryIndexRequest()
+    with pytest.raises(grpc.RpcError) as refused:
+        oip_call(server.grpc_target, "RepositoryIndex", request, pb.RepositoryIndexResponse)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    answer = oip_call(
+        server.grpc_target,
+        "RepositoryIndex",
+        request,
+        pb.RepositoryIndexResponse,
+        metadata=(("authorization", "Bearer secret"),),
+    )
+    assert "linear" in [model.name for model in answer.models]

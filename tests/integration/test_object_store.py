@@ -250,6 +250,45 @@ def test_a_repository_in_s3_is_served_reloaded_and_falls_back_to_its_mirror(
         restarted.stop()
 
 
+def test_one_bad_model_in_an_s3_repository_is_unavailable_with_why_and_the_others_serve(
+    s3, tmp_path, model_dir
+):
+    answer = local_answer(model_dir, tmp_path, 2.0)
+    for name in ("linear", "escapes", "clashes", "huge"):
+        s3.upload(model_dir / "1", f"repo/{name}", 1)
+    client = s3.client()
+    client.put_object(Bucket="models", Key="repo/escapes/1/../../../escaped", Body=b"x")
+    # A key that is a file where another key needs it to be a directory.
+    client.put_object(Bucket="models", Key="repo/clashes/1/extra", Body=b"x")
+    client.put_object(Bucket="models", Key="repo/clashes/1/extra/inner", Body=b"y")
+    # A stray object that makes its version larger than MAX_MODEL_BYTES: never downloaded.
+    client.put_object(Bucket="models", Key="repo/huge/1/stray.bin", Body=b"z" * 300_000)
+    server = serve_from_s3(
+        s3, tmp_path, None, MODEL_REPOSITORY="s3://models/repo", MAX_MODEL_BYTES=250_000
+    )
+    try:
+        listed = requests.post(f"{server.url}/v2/repository/index", timeout=5).json()
+        states = {model["name"]: model for model in listed}
+        assert states["linear"]["state"] == "READY"
+        assert predict_named(server, "linear", 2.0) == answer
+        reasons = {
+            "escapes": "is not a safe path",
+            "clashes": "extra",
+            "huge": "over MAX_MODEL_BYTES=250,000; not downloaded",
+        }
+        for name, reason in reasons.items():
+            assert states[name]["state"] == "UNAVAILABLE"
+            assert reason in states[name]["reason"], states[name]
+            body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}
+            url = f"{server.url}/v2/models/{name}/infer"
+            refused = requests.post(url, json=body, timeout=5)
+            assert refused.status_code == 400 and "unavailable" in refused.text
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()
+    assert not list(tmp_path.rglob("escaped")) and not list(tmp_path.rglob("stray.bin"))
+
+
 def test_an_explicit_load_fetches_a_model_new_in_s3(s3, tmp_path, model_dir):
     s3.upload(model_dir / "1", "repo/linear", 1)
     server = serve_from_s3(

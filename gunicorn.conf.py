@@ -191,6 +191,17 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
+def post_fork(server, worker):
+    """Hold SIGTERM until the worker can drain (``post_worker_init`` releases it).
+
+    Until a worker sets its own handlers, a SIGTERM reaches the master's
+    handler, copied by the fork, and is lost: a stop sent while a worker
+    boots then waited out the whole graceful timeout (3 of 8 tries). Held,
+    it waits in the kernel and is delivered to the drain handler.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
 def post_worker_init(worker):
     """Take the master's runtime (or build one from its verified model), serve gRPC
     beside HTTP, and on SIGTERM drain both, then stop.
@@ -256,6 +267,7 @@ def post_worker_init(worker):
         call_later(_settings.DRAIN_SECONDS, stop)
 
     signal.signal(signal.SIGTERM, drain)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # Held since post_fork.
 
 
 def in_thread_later(seconds: float, function) -> None:
@@ -289,7 +301,8 @@ def worker_exit(server, worker):
     stop before a new one listens, or clients are refused meanwhile.
     """
     if getattr(worker, "grpc_server", None):
-        handover.wait_for_newer(worker.age)
+        if handover.is_replaced(worker.age):  # A stop replaces no worker: nothing to wait for.
+            handover.wait_for_newer(worker.age)
         worker.grpc_server.close(_settings.GUNICORN_GRACEFUL_TIMEOUT)
 
 

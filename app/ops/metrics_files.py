@@ -8,6 +8,7 @@ that ``/metrics`` takes shared, so a scrape never sees a count twice or not at a
 """
 
 import fcntl
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from prometheus_client.mmap_dict import MmapedDict
 # Types whose values are summed over processes; live gauges go with their process.
 SUMMED_TYPES = ("counter", "histogram")
 LOCK_FILE = ".lock"
+# A live gauge's file names its process: gauge_livesum_1234.db.
+LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
 
 
 @contextmanager
@@ -59,5 +62,31 @@ def retire(directory, pid: int) -> None:
 def registry(directory) -> CollectorRegistry:
     """A registry that collects every process's metrics from ``directory``."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, str(directory))
+    LiveCollector(registry, str(directory))
     return registry
+
+
+class LiveCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector, leaving out the live gauges of processes that are gone.
+
+    The master removes a dead worker's files once it has reaped it; a scrape
+    between the worker's death and that (a SIGKILL, the master busy) counted
+    its requests in flight as still running.
+    """
+
+    def collect(self):
+        files = [
+            str(path)
+            for path in Path(self._path).glob("*.db")
+            if not (match := LIVE_GAUGE_FILE.fullmatch(path.name)) or alive(int(match[1]))
+        ]
+        return self.merge(files, accumulate=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: it exists and is not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rpartition(")")[2].split()[0] != "Z"

@@ -44,6 +44,9 @@ class ModelBundle:
     max_body_bytes: int = 1024 * 1024
     # How long the loader's trial of the largest batch took.
     largest_batch_seconds: float = 0.0
+    # An inference's time per number it is given, from the loader's trials (the largest
+    # batch, and for open dimensions one instance as long as that batch).
+    seconds_per_element: float = 0.0
     # Why newer versions did not load: at most ten messages, and how many there were.
     skipped: list[str] = field(default_factory=list)
     failure_count: int = 0
@@ -109,6 +112,11 @@ def runtime_for(compiled: CompiledModel, threads: int):
     )
 
 
+def elements(inputs: list[np.ndarray]) -> int:
+    """How many numbers (or strings) ``inputs`` hold."""
+    return sum(array.size for array in inputs)
+
+
 class ModelRunner:
     """A servable version in this process: ``run(arrays) -> arrays`` plus its facts."""
 
@@ -151,11 +159,37 @@ class ModelRunner:
             ) from error
         if full_check:
             runner.check_golden(batched=True)
-            started = time.perf_counter()
-            runner.run(runner.trial_inputs(bundle.max_batch))
-            bundle.largest_batch_seconds = time.perf_counter() - started
+            largest = runner.trial_inputs(bundle.max_batch)
+            bundle.largest_batch_seconds = runner.timed(largest)
+            bundle.seconds_per_element = bundle.largest_batch_seconds / elements(largest)
+            if bundle.compiled.open:
+                runner.time_long_instance(elements(largest))
         runner.check_golden(batched=False, rows=None if full_check else 1)
         return runner
+
+    def timed(self, inputs: list[np.ndarray]) -> float:
+        """Seconds one inference of ``inputs`` takes."""
+        started = time.perf_counter()
+        self.run(inputs)
+        return time.perf_counter() - started
+
+    def time_long_instance(self, count: int) -> None:
+        """Raise ``seconds_per_element`` to one instance's of ``count`` numbers, its open
+        dimensions stretched: a step of a sequence can cost more than a row of a batch
+        (an LSTM's steps run one after another). A model that refuses the length keeps
+        the batch's figure."""
+        inputs, stretch = [], max(1, count // elements(self.trial_inputs(1)))
+        for spec, array in zip(self.compiled.inputs, self.trial_inputs(1), strict=True):
+            if spec.open:
+                axis = 1 + spec.feature_shape.index(-1)
+                array = np.repeat(array, stretch, axis=axis)
+            inputs.append(array)
+        try:
+            seconds = self.timed(inputs)
+        except Exception:  # noqa: BLE001 - any refusal of the length means "no figure".
+            return
+        bundle = self.bundle
+        bundle.seconds_per_element = max(bundle.seconds_per_element, seconds / elements(inputs))
 
     def check_golden(self, batched: bool, rows: int | None = None) -> None:
         """Refuse a runtime that does not reproduce the reference model's outputs.
@@ -189,13 +223,11 @@ class ModelRunner:
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """All outputs for float32 inputs in the signature's order, in one call.
 
-        One that should take OFFLOAD_SECONDS or more (by the loader's trial of the
-        largest batch) runs through ``offload`` when the worker sets one.
+        One that should take OFFLOAD_SECONDS or more (by the loader's trials, for the
+        numbers it is given) runs through ``offload`` when the worker sets one.
         """
         with self.turns:
-            if self.offload is not None and self.expected_seconds(len(inputs[0])) >= (
-                OFFLOAD_SECONDS
-            ):
+            if self.offload is not None and self.expected_seconds(inputs) >= OFFLOAD_SECONDS:
                 return self.offload(self._runtime, inputs)
             return self._runtime(inputs)
 
@@ -204,10 +236,9 @@ class ModelRunner:
         (spec,) = self.compiled.inputs
         return self.run([instances.reshape(-1, *spec.feature_shape)])[0].reshape(-1)
 
-    def expected_seconds(self, batch: int) -> float:
-        """The time an inference of ``batch`` instances should take, from the loader's trial."""
-        bundle = self.bundle
-        return bundle.largest_batch_seconds * batch / bundle.max_batch
+    def expected_seconds(self, inputs: list[np.ndarray]) -> float:
+        """The time an inference of ``inputs`` should take, by the numbers it is given."""
+        return self.bundle.seconds_per_element * elements(inputs)
 
     @property
     def scalar(self) -> bool:

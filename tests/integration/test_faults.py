@@ -105,6 +105,36 @@ def test_an_inference_longer_than_the_timeout_is_answered_and_probes_answer_mean
     assert server.worker_pids() == [worker] and "WORKER TIMEOUT" not in server.output()
 
 
+def test_one_long_sequence_runs_off_the_loop_and_probes_answer_meanwhile(zoo, make_server):
+    # One instance of an open length: estimated by its numbers, not as one instance.
+    server = make_server(
+        zoo["lstm_variable"].model_dir, workers=1, GUNICORN_TIMEOUT=1, MAX_CONTENT_LENGTH=8_000_000
+    )
+    (worker,) = server.worker_pids()
+    answer = {}
+
+    def long_sequence():
+        body = {"instances": [[[0.5, 0.25, 0.0, 1.0]] * 240_000]}
+        started = time.monotonic()
+        answer["rest"] = requests.post(f"{server.url}/predict", json=body, timeout=60)
+        answer["seconds"] = time.monotonic() - started
+
+    call = threading.Thread(target=long_sequence)
+    call.start()
+    probes = []
+    while call.is_alive():
+        started = time.monotonic()
+        status = requests.get(f"{server.url}/health/ready", timeout=5).status_code
+        probes.append((status, time.monotonic() - started))
+        time.sleep(0.1)
+    call.join()
+    assert answer["rest"].status_code == 200, answer["rest"].text
+    assert answer["seconds"] > 1.5, "the sequence took less than the timeout: no test"
+    assert all(status == 200 for status, _ in probes), probes
+    assert max(seconds for _, seconds in probes) < 1, probes
+    assert server.worker_pids() == [worker] and "WORKER TIMEOUT" not in server.output()
+
+
 def test_a_version_whose_largest_batch_outlasts_the_drain_is_refused(slow_store, tmp_path):
     # Sync workers block on an inference: half of GUNICORN_TIMEOUT (1 s) bounds the batch.
     server = GunicornServer(
@@ -114,6 +144,53 @@ def test_a_version_whose_largest_batch_outlasts_the_drain_is_refused(slow_store,
     (line,) = [line for line in server.output().splitlines() if "no servable model" in line]
     assert "largest batch (1,000 instances)" in line and "MAX_BATCH_SIZE" in line
     server.stop()
+
+
+def test_a_stop_just_after_the_start_is_as_quick_as_later(store, tmp_path):
+    # SIGTERM once the first worker serves, while the second may still boot: a worker that
+    # had not yet set its handlers lost the signal, and the stop waited 30 s for it.
+    for attempt in range(4):
+        server = GunicornServer(store, tmp_path / f"server-{attempt}.log", workers=2)
+        server.wait_until_ready()
+        started = time.monotonic()
+        code = server.stop(timeout=60)
+        assert code == 0, server.output()
+        assert time.monotonic() - started < 10, f"attempt {attempt}: a stop took the timeout"
+
+
+def test_the_in_flight_gauge_leaves_out_a_killed_worker_at_once(slow_store, make_server):
+    server = make_server(slow_store, workers=2)
+
+    def heavy():
+        body = {"instances": [[0.5] * 8] * 1000}
+        try:
+            requests.post(f"{server.url}/predict", json=body, timeout=60)
+        except requests.ConnectionError:  # Its worker is killed mid-request.
+            pass
+
+    threading.Thread(target=heavy, daemon=True).start()
+
+    def cpu(pid: int) -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])
+
+    before = {pid: cpu(pid) for pid in server.worker_pids()}
+    time.sleep(0.5)
+    busy = max(before, key=lambda pid: cpu(pid) - before[pid])
+    # The master stopped, it cannot reap the worker and drop its files: /metrics must not
+    # count the dead worker's request anyway.
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        os.kill(busy, signal.SIGKILL)
+        wait_for(lambda: Path(f"/proc/{busy}/stat").read_text().split(") ")[1][0] == "Z")
+        text = requests.get(f"{server.url}/metrics", timeout=5).text
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    (line,) = [line for line in text.splitlines() if line.startswith(IN_FLIGHT)]
+    assert float(line.split()[-1]) == 1.0, line  # The scrape itself.
+
+
+IN_FLIGHT = "model_server_http_requests_in_flight "
 
 
 def test_sigterm_drains_serving_while_not_ready_then_exits_zero(store, make_server):

@@ -8,14 +8,19 @@ PORT ?= 8000
 MODEL_NAME ?= linear
 MODEL_ROOT ?= models
 export MODEL_DIR ?= $(MODEL_ROOT)/$(MODEL_NAME)
-export GUNICORN_PIDFILE ?= $(CURDIR)/.gunicorn.pid
+# One pid file per port: a second server needs PORT alone (its gRPC port is PORT+81).
+export GUNICORN_PIDFILE ?= $(CURDIR)/.gunicorn-$(PORT).pid
 export HOST PORT
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
-help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+help: ## List the targets and the variables they take
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}' \
+		| sed -e 's|$$(HOST)|$(HOST)|g' -e 's|$$(PORT)|$(PORT)|g' -e 's|$$(MODEL_DIR)|$(MODEL_DIR)|g'
+	@echo "Variables (make serve PORT=8001 ...), with their values now:"
+	@echo "  PORT=$(PORT)  HOST=$(HOST)  gRPC on PORT+81 (GRPC_PORT)  GUNICORN_PIDFILE=$(GUNICORN_PIDFILE)"
+	@echo "  MODEL_DIR=$(MODEL_DIR)  MODEL_REPOSITORY=$(MODEL_REPOSITORY)  (every setting: docs/configuration.md)"
 
 # The docs pages' JavaScript and CSS, served by the app itself so /redoc and
 # /swagger-ui work offline; fetched from npm packages, never committed.
@@ -29,10 +34,14 @@ $(DOCS_ASSETS)/VERSIONS: tools/fetch-docs-assets.sh
 docs-assets: $(DOCS_ASSETS)/VERSIONS ## Fetch ReDoc and Swagger UI from npm into app/static/docs
 
 $(BIN)/.installed: pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry,s3]'
-	touch $@
+	@echo "==> creating $(VENV) (once)"
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@echo "==> upgrading pip"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@echo "==> installing the server, TensorFlow for training and the dev tools (a few minutes the first time)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,dev,registry,s3]'
+	@echo "==> installed"
+	@touch $@
 
 # An MLflow tracking server for the registry tests and `make mlflow`, in a venv of
 # its own: the full mlflow package pins gunicorn<27, which this server outgrew.
@@ -120,9 +129,13 @@ grpc-stubs: install ## Regenerate app/grpc/open_inference_pb2.py from its .proto
 kserve-schemas: install ## Re-vendor KServe's CRD schemas: make kserve-schemas KSERVE_TAG=v0.20.0
 	$(BIN)/python tools/vendor-kserve-schemas.py $(or $(KSERVE_TAG),v0.20.0)
 
+# The docs tools, installed again only when pyproject.toml changes.
+$(BIN)/.docs-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,dev,registry,s3,docs]'
+	@touch $@
+
 .PHONY: docs
-docs: install ## Build the documentation site into site/ (MkDocs, offline, strict: broken links fail)
-	$(BIN)/python -m pip install --quiet -e '.[train,dev,registry,s3,docs]'
+docs: install $(BIN)/.docs-installed ## Build the documentation site into site/ (MkDocs, offline, strict: broken links fail)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 .PHONY: openapi

@@ -106,7 +106,11 @@ def on_starting(server):
     if _settings.GRPC_PORT and not port_is_free(_settings.GRPC_BIND):
         # Workers share the port with SO_REUSEPORT, which would also let them
         # share it with another server: never, so it must be free at start.
-        server.log.error("GRPC_PORT %s is in use (%s)", _settings.GRPC_PORT, _settings.GRPC_BIND)
+        server.log.error(
+            "GRPC_PORT %s is in use (%s): set GRPC_PORT, or PORT (gRPC takes PORT+81)",
+            _settings.GRPC_PORT,
+            _settings.GRPC_BIND,
+        )
         sys.exit(1)
     app = server.app.wsgi()
     control.note_repository(app)
@@ -121,8 +125,17 @@ def on_starting(server):
 
 
 def when_ready(server):
-    """With MODEL_POLL_SECONDS, start the process that polls the repository for changes."""
+    """Say where the server answers; with MODEL_POLL_SECONDS, start the process that polls
+    the repository for changes."""
     from app.core import control
+
+    grpc = f"gRPC on {_settings.GRPC_BIND}" if _settings.GRPC_PORT else "no gRPC (GRPC_PORT=0)"
+    server.log.info(
+        "serving HTTP on %s, %s; pid file %s",
+        _settings.GUNICORN_BIND,
+        grpc,
+        _settings.GUNICORN_PIDFILE or "none (GUNICORN_PIDFILE)",
+    )
 
     if _settings.MODEL_POLL_SECONDS:
         app = server.app.wsgi()

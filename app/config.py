@@ -246,8 +246,13 @@ class Config:
             environ, "GUNICORN_GRACEFUL_TIMEOUT", 30, int, minimum=1
         )
         self.GUNICORN_PIDFILE = _path(environ, "GUNICORN_PIDFILE", None)
-        # KServe's convention for a runtime's gRPC port; 0 turns gRPC off.
-        self.GRPC_PORT = _number(environ, "GRPC_PORT", 8081, int, minimum=0, maximum=65535)
+        # KServe's convention for a runtime's gRPC port (8081 beside 8000), derived from PORT
+        # so that a second server needs one setting; 0 turns gRPC off.
+        self.GRPC_PORT = _number(environ, "GRPC_PORT", None, int, minimum=0, maximum=65535)
+        if self.GRPC_PORT is None:
+            if port + GRPC_PORT_OFFSET > 65535:
+                raise ConfigError(f"PORT={port} leaves no port for gRPC at PORT+81: set GRPC_PORT")
+            self.GRPC_PORT = port + GRPC_PORT_OFFSET
         self.GRPC_BIND = f"[{host}]:{self.GRPC_PORT}" if ":" in host else f"{host}:{self.GRPC_PORT}"
 
 
@@ -273,6 +278,8 @@ def batch_seconds(config) -> float:
     return seconds / 2
 
 
+# GRPC_PORT's default is PORT plus this: 8081 beside the default 8000, as KServe has it.
+GRPC_PORT_OFFSET = 81
 # What MODEL_REPOSITORY replaces: one model's source, name and pinned version.
 ONE_MODEL_SETTINGS = ("MODEL_DIR", "MODEL_URI", "MODEL_NAME", "MODEL_VERSION")
 BOOLEANS = ("true", "false", "1", "0", "yes", "no", "on", "off")

@@ -6,6 +6,7 @@ settings are checked here first: nonsense stops the start with one line.
 """
 
 import os
+import socket
 import sys
 
 from app.config import Config, ConfigError
@@ -13,12 +14,51 @@ from app.config import Config, ConfigError
 
 def main(argv: list[str]) -> None:
     try:
-        Config()
+        config = Config()
     except ConfigError as error:
         sys.exit(f"model server: configuration error: {error}")
+    problem = already_running(config.GUNICORN_PIDFILE) or port_in_use(config.GUNICORN_BIND)
+    if problem:
+        sys.exit(f"model server: {problem}")
     # exec: Gunicorn takes this process's place, so it is PID 1 in a container and gets signals.
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app", *argv]
     os.execv(sys.executable, command)
+
+
+ANOTHER_PORT = (
+    "serve this one on another port, e.g. PORT=8001 make serve "
+    "(its gRPC port, PORT+81, and its pid file follow PORT)"
+)
+
+
+def already_running(pidfile) -> str | None:
+    """Why not to start: a server that runs at the pid in GUNICORN_PIDFILE; else None."""
+    try:
+        pid = int(pidfile.read_text().strip()) if pidfile else 0
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        return None  # No file, or a stale one: Gunicorn replaces it.
+    return f"a server already runs on pid {pid} (GUNICORN_PIDFILE={pidfile}); {ANOTHER_PORT}"
+
+
+def port_in_use(bind: str) -> str | None:
+    """Why not to start: something listens on HOST:PORT already; else None."""
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As Gunicorn binds: a port in TIME_WAIT is free, one another server listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return f"PORT {port} is in use ({bind}); {ANOTHER_PORT}"
+        except ValueError:
+            return None
+    return None
 
 
 if __name__ == "__main__":

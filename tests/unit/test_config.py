@@ -200,3 +200,11 @@ def test_the_interval_poll_needs_a_repository_in_poll_mode():
     ):
         with pytest.raises(ConfigError, match="MODEL_POLL_SECONDS polls a MODEL_REPOSITORY"):
             Config({**settings, "MODEL_POLL_SECONDS": "30"})
+
+
+def test_the_grpc_port_follows_port_unless_set():
+    assert Config({}).GRPC_PORT == 8081
+    assert Config({"PORT": "9000"}).GRPC_PORT == 9081
+    assert Config({"PORT": "9000", "GRPC_PORT": "7000"}).GRPC_PORT == 7000
+    with pytest.raises(ConfigError, match="PORT=65500 leaves no port for gRPC"):
+        Config({"PORT": "65500"})

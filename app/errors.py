@@ -26,7 +26,7 @@ def error_response(code: int, status: str, message: str, errors: dict | None = N
     """A JSON error response: the one shape, or ``{"error"}`` on the protocol routes."""
     if has_request_context() and request.path.startswith(PROTOCOL_PREFIXES):
         details = f": {dumps(bounded(errors)).decode()}" if errors else ""
-        response = jsonify({"error": f"{message}{details}"})
+        response = jsonify({"error": f"{message.rstrip('.') if details else message}{details}"})
     else:
         response = jsonify(error_payload(code, status, message, errors))
     response.status_code = code

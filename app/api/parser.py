@@ -48,7 +48,7 @@ class JsonBodyParser(FlaskParser):
                 error_headers=kwargs.get("error_headers"),
             )
 
-    # Whether only application/json is read (else 415), or any declared type.
+    # Whether only JSON (else 415) is read, or any declared type.
     json_type_required = True
 
     def _raw_load_json(self, req: Request):
@@ -96,6 +96,10 @@ def gc_paused():
             gc.enable()
 
 
+# What a JSON body may declare on /predict: JSON, nothing, or curl -d's default.
+UNDECLARED_JSON = ("application/json", "", "application/x-www-form-urlencoded")
+
+
 def check_media_type(
     req: Request, json_type_required: bool = True, encodings: tuple[str, ...] = ()
 ) -> None:
@@ -104,11 +108,13 @@ def check_media_type(
     Flask's ``is_json`` also takes ``application/*+json`` (JSON:API, JSON-LD),
     whose rules this API does not follow; and a body compressed or otherwise
     encoded would be read as garbage, so it is refused rather than ignored.
-    With ``json_type_required`` false, any declared type is read as JSON.
+    A body that declares no type, or the form type ``curl -d`` declares when
+    told nothing, is read as JSON too: a ``/v2`` or ``/v1`` command copied onto
+    ``/predict`` works. With ``json_type_required`` false, any declared type is.
     """
     content_type = req.headers.get("Content-Type", "")
-    if json_type_required and req.mimetype != "application/json":
-        abort(415, message="Content-Type must be application/json.")
+    if json_type_required and req.mimetype not in UNDECLARED_JSON:
+        abort(415, message="Content-Type must be application/json (or none).")
     charset = req.mimetype_params.get("charset")
     if charset is None and "charset" in content_type.lower():
         charset = ""  # Declared but empty, which werkzeug drops.

@@ -7,7 +7,7 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 async def main():
     client = InferenceRESTClient(RESTConfig(protocol="v2"))
     x = InferInput("x", [2, 1], "FP32")
-    x.set_data_from_numpy(np.array([[10.0], [-1.5]], np.float32))  # binary, by default
+    x.set_data_from_numpy(np.array([[0.5], [2.5]], np.float32))  # binary, by default
     response = await client.infer(
         "http://localhost:8000", InferRequest("linear", [x]), model_name="linear"
     )

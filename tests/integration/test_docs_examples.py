@@ -198,10 +198,26 @@ def test_the_documented_metrics_are_the_exported_ones(servers):
     assert exported == documented_metrics()
 
 
-def test_every_page_includes_its_examples_with_a_line_snippets_reads():
-    for page in (ROOT / "docs").rglob("*.md"):
+def test_every_page_shows_its_examples_inline_exactly_as_the_tests_run_them():
+    # Inline, not included: GitHub shows a page's text as it is (tools/inline_examples.py).
+    for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
         text = page.read_text()
-        # A formatter once turned `--8<-- "x"` in a Python block into Python: `--8 < --"x"`.
-        assert not re.search(r"--8 *<(?!--)", text), f"{page}: an include snippets cannot read"
-        for name in re.findall(r'^--8<-- "(.+)"$', text, re.MULTILINE):
-            assert (EXAMPLES / name).is_file(), f"{page} includes {name}, which is missing"
+        assert '--8<-- "' not in text, f"{page}: an include line GitHub would show raw"
+        for name in re.findall(r"^<!-- docs_src/(.+) -->$", text, re.MULTILINE):
+            assert (EXAMPLES / name).is_file(), f"{page} shows {name}, which is missing"
+    check = subprocess.run(
+        [sys.executable, "tools/inline_examples.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout
+
+
+def test_every_example_file_is_shown_on_a_page():
+    shown = set()
+    for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        shown |= set(re.findall(r"^<!-- docs_src/(.+) -->$", page.read_text(), re.MULTILINE))
+    files = {str(path.relative_to(EXAMPLES)) for path in EXAMPLES.rglob("*") if path.is_file()}
+    assert files <= shown, sorted(files - shown)

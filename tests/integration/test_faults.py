@@ -279,7 +279,7 @@ def test_an_oversized_chunked_body_is_413(server):
         (b"GARBAGE\r\n\r\n", b"400"),
         (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
         (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", b"431"),
-        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n[[[[[", b"415"),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n[[[[[", b"400"),
     ],
     ids=["not-http", "long-request-line", "too-many-headers", "no-content-type"],
 )

@@ -55,5 +55,5 @@ def test_no_process_of_the_server_has_tensorflow_loaded(server):
 
 def test_errors_over_http_are_json(server):
     response = requests.post(f"{server.url}/predict", data="nope", timeout=5)
-    assert response.status_code == 415
+    assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/json"

@@ -66,13 +66,18 @@ def test_bodies_that_are_not_a_json_object_are_refused(client, body, status):
     assert_json_error(send(client, body), status)
 
 
-@pytest.mark.parametrize(
-    "content_type",
-    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None],
-)
+@pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data", "application/xml"])
 def test_a_content_type_that_is_not_json_is_415(client, content_type):
     response = client.post("/predict", data='{"instances": [1]}', content_type=content_type)
     assert_json_error(response, 415)
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+def test_a_json_body_without_a_type_or_with_curls_default_is_read(client, content_type):
+    # A /v2 or /v1 command (curl -d, no -H) copied onto /predict works as it does there.
+    response = client.post("/predict", data='{"instances": [1]}', content_type=content_type)
+    assert response.status_code == 200, response.json
+    assert_json_error(client.post("/predict", data="nope", content_type=content_type), 400)
 
 
 @pytest.mark.parametrize(

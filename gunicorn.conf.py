@@ -32,7 +32,7 @@ try:
 except ConfigError as error:
     sys.exit(f"model server: configuration error: {error}")
 
-from app.ops import handover, metrics_files, repository_poll  # noqa: E402
+from app.ops import connections, handover, metrics_files, repository_poll  # noqa: E402
 
 if "app.extensions" not in sys.modules:
     # At the first start only (a reload runs this file again), and before the
@@ -275,6 +275,8 @@ def post_worker_init(worker):
 
     def begin_draining():
         state.draining = True
+        if hasattr(worker, "share"):  # Siblings no longer leave connections to this one.
+            worker.share.leave()
         if worker.grpc_server:
             worker.grpc_server.drain()
         call_later(_settings.DRAIN_SECONDS, stop)
@@ -324,12 +326,12 @@ def pre_request(worker, req):
 
     Kept-alive clients then reconnect, and reach an instance that is not leaving.
     """
-    from app.core.serving import serving_state
-
-    if serving_state(worker.wsgi).draining:
+    if worker.wsgi.extensions["serving"].draining:  # app.core.serving's state, per request.
         req.must_close = True
 
 
 def child_exit(server, worker):
-    """Fold a dead worker's metrics into the totals and drop its files."""
+    """Fold a dead worker's metrics into the totals and drop its files; stop counting its
+    connections."""
     metrics_files.retire(os.environ["PROMETHEUS_MULTIPROC_DIR"], worker.pid)
+    connections.forget(worker.age)

@@ -15,19 +15,27 @@ connections). This worker adds two rules:
   meanwhile: no model, however slow, gets its worker killed for a timeout.
 
 And it closes a connection as Gunicorn's sync worker does, draining what the
-client still sends first, so a refusal is not lost to a reset; and it sends
-an answer's head with its body, in one system call instead of two.
+client still sends first, so a refusal is not lost to a reset; it sends an
+answer's head with its body, in one system call instead of two; and it
+leaves a burst of connections to its siblings once it holds more than they
+do (app/ops/connections.py).
 
 Gunicorn imports this module in the master; it patches nothing there. The
 worker monkey-patches the standard library when it starts, as Gunicorn's
 gevent worker does, before it serves anything.
 """
 
+from functools import partial
+
 import gevent
 from gevent.lock import Semaphore
+from gevent.server import StreamServer
 from gevent.threadpool import ThreadPool
 from gunicorn import util
+from gunicorn.workers import ggevent
 from gunicorn.workers.ggevent import GeventWorker
+
+from app.ops import connections
 
 
 class InferenceTurns:
@@ -50,6 +58,21 @@ class InferenceTurns:
 
 class ModelServerWorker(GeventWorker):
     """Gunicorn's gevent worker, with fair turns between connections and inferences."""
+
+    share: connections.Share
+
+    def run(self):
+        self.share = connections.Share(self.age, self.pid)
+        # Gunicorn's run builds its listening servers by this name: ours share out bursts.
+        ggevent.StreamServer = partial(SharingStreamServer, self.share)
+        super().run()
+
+    def handle(self, listener, client, addr):
+        self.share.opened()
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.share.closed()
 
     # Closing with unread request bytes makes the kernel send a reset, which
     # can destroy the answer before the client reads it (RFC 9112, 9.6): as
@@ -93,6 +116,26 @@ class ModelServerWorker(GeventWorker):
     def call_later(seconds: float, function) -> None:
         """Run ``function`` after ``seconds``; a thread would block the loop (and fail)."""
         gevent.spawn_later(seconds, function)
+
+
+class SharingStreamServer(StreamServer):
+    """gevent's server, which leaves the next connection in the backlog while its worker
+    holds more than a sibling (``Share.ahead``) and looks again shortly."""
+
+    def __init__(self, share: connections.Share, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.share = share
+        self._retry = None
+
+    def _do_read(self):
+        if self.share.ahead():
+            self.stop_accepting()
+            if self._retry is None:
+                self._retry = self.loop.timer(connections.DEFER_SECONDS)
+            if not self._retry.active:
+                self._retry.start(self._start_accepting_if_started)
+            return
+        super()._do_read()
 
 
 class OneWrite:

@@ -13,7 +13,6 @@ import functools
 import logging
 import threading
 import time
-import uuid
 
 import grpc
 from flask import Flask, g
@@ -35,7 +34,7 @@ from app.core.serving import serving_state
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.quota import MemoryQuota
-from app.ops.request_context import REQUEST_ID
+from app.ops.request_context import REQUEST_ID, request_ids
 from app.runtime.datatypes import DATATYPES
 
 log = logging.getLogger("app.grpc")
@@ -93,7 +92,7 @@ def rpc(method):
         with self.app.app_context():
             metadata = dict(context.invocation_metadata())
             incoming = metadata.get("x-request-id", "")
-            g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+            g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else request_ids.new()
             # With the status, in its batch: initial metadata of its own would be one more
             # completion-queue event per call, measured a quarter of the call's throughput.
             context.set_trailing_metadata((("x-request-id", g.request_id),))

@@ -1,9 +1,12 @@
 """Logging for the app and Gunicorn alike: one JSON object per line, or text."""
 
 import logging
+import os
 import sys
+import time
 from datetime import UTC, datetime
 
+import orjson
 from flask import g, has_request_context
 from gunicorn.glogging import Logger
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -22,13 +25,33 @@ ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)
 
 
 class AccessLogger(Logger):
-    """Gunicorn's logger, making only the access-log atoms this server writes.
+    """Gunicorn's logger, making only the access-log atoms this server writes, and writing
+    a JSON access line straight to its stream.
 
     Gunicorn's own ``atoms`` copies every request header, response header and
     WSGI environ entry for each request, and formats a date no record uses:
     measured, a twentieth of a probe's cost. ``ACCESS_FORMAT`` and
-    ``ACCESS_FIELDS`` name every atom made here.
+    ``ACCESS_FIELDS`` name every atom made here. The line itself went through
+    a log record, the handler and the JSON formatter: a tenth of a probe's
+    cost. When the access logger has its one JSON handler, the same line is
+    written in one call instead, with the same fields in the same order.
     """
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        handlers = self.access_log.handlers
+        json_handler = len(handlers) == 1 and isinstance(handlers[0].formatter, JsonLogFormatter)
+        self._json_fd = stream_fd(handlers[0].stream) if json_handler else None
+
+    def access(self, resp, req, environ, request_time) -> None:
+        fd = self._json_fd
+        if fd is None or not self.access_log.isEnabledFor(logging.INFO):
+            super().access(resp, req, environ, request_time)
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        # One write of the whole line: atomic on a pipe, never interleaved with another
+        # process's line, and no Python stream layers (a flush each) in between.
+        os.write(fd, access_line(atoms, self.cfg.access_log_format))
 
     def atoms(self, resp, req, environ, request_time) -> dict:
         method = environ["REQUEST_METHOD"]
@@ -46,6 +69,32 @@ class AccessLogger(Logger):
             "U": environ.get("PATH_INFO"),
             "{x-request-id}o": request_id,
         }
+
+
+def stream_fd(stream) -> int | None:
+    """The file descriptor a handler's stream writes to (flushed first), or None."""
+    try:
+        stream.flush()
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # A stream without a descriptor.
+        return None
+
+
+def access_line(atoms: dict, access_format: str) -> bytes:
+    """One access record as JsonLogFormatter writes it, and its newline, in UTF-8."""
+    now = time.time()
+    line = {
+        "message": access_format % atoms,
+        "timestamp": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+        "level": "INFO",
+        "logger": "gunicorn.access",
+        "pid": os.getpid(),
+    }
+    for atom, field in ACCESS_FIELDS.items():
+        value = atoms.get(atom)
+        if value not in (None, "-"):
+            line[field] = _number(value) if field in NUMERIC_FIELDS else value
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class RequestIdFilter(logging.Filter):

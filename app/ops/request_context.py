@@ -1,9 +1,9 @@
 """Per-request bookkeeping: request id, metrics, worker pid and security headers."""
 
+import itertools
 import os
 import re
 import time
-import uuid
 
 from flask import Flask, current_app, g, request
 
@@ -27,8 +27,40 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+# Every API answer's constant headers, added at once: none of the API's views sets them.
+API_HEADERS = [
+    *SECURITY_HEADERS.items(),
+    ("Content-Security-Policy", API_CSP),
+    # Predictions and health are per-moment answers: never cache them.
+    ("Cache-Control", "no-store"),
+]
+DOCS_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": DOCS_CSP}
+
 # Any other method token a client invents is counted as "other".
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# Each (route, method, status)'s counter and each route's histogram, looked up once: label
+# lookups took a lock and validated the labels on every request. Routes are patterns, so
+# these stay small.
+_counters: dict = {}
+_timers: dict = {}
+
+
+class RequestIds:
+    """Request ids unique across processes and restarts: 16 random hex digits for each
+    process, then a counter. ``uuid4`` read the kernel's random source on every request."""
+
+    def __init__(self):
+        self.pid = None
+
+    def new(self) -> str:
+        pid = os.getpid()
+        if pid != self.pid:  # A new process (a fork): a new prefix and count.
+            self.pid, self.prefix, self.count = pid, os.urandom(8).hex(), itertools.count()
+        return f"{self.prefix}{next(self.count):016x}"
+
+
+request_ids = RequestIds()
 
 
 def register_request_hooks(app: Flask) -> None:
@@ -42,7 +74,7 @@ def start_request() -> None:
     g.started = time.perf_counter()
     IN_FLIGHT.inc()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else request_ids.new()
 
 
 def finish_response(response):
@@ -53,24 +85,27 @@ def finish_response(response):
     current = request._get_current_object()
     context = g._get_current_object()
     headers = response.headers
-    headers["X-Request-ID"] = getattr(context, "request_id", None) or uuid.uuid4().hex
+    headers["X-Request-ID"] = getattr(context, "request_id", None) or request_ids.new()
     if current_app.config["EXPOSE_WORKER_PID"]:
         # Which Gunicorn worker answered: for debugging and tests, off by default.
         headers["X-Worker-PID"] = str(os.getpid())
-    headers.update(SECURITY_HEADERS)
-    is_docs = current.path.startswith(DOCS_PATHS)
-    headers["Content-Security-Policy"] = DOCS_CSP if is_docs else API_CSP
-    if not is_docs:
-        # Predictions and health are per-moment answers: never cache them.
-        headers["Cache-Control"] = "no-store"
+    if current.path.startswith(DOCS_PATHS):
+        headers.update(DOCS_HEADERS)  # The pages' own caching stays as Flask sets it.
+    else:
+        headers.extend(API_HEADERS)
     # The route's pattern, never the raw path: unknown URLs must not mint labels.
     rule = current.url_rule
     endpoint = rule.rule if rule else "unmatched"
     method = current.method if current.method in KNOWN_METHODS else "other"
-    REQUESTS.labels(endpoint, method, response.status_code).inc()
+    key = (endpoint, method, response.status_code)
+    counter = _counters.get(key) or _counters.setdefault(key, REQUESTS.labels(*key))
+    counter.inc()
     started = getattr(context, "started", None)
     if started is not None:
-        REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+        timer = _timers.get(endpoint) or _timers.setdefault(
+            endpoint, REQUEST_SECONDS.labels(endpoint)
+        )
+        timer.observe(time.perf_counter() - started)
     return response
 
 

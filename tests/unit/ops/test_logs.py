@@ -15,6 +15,7 @@ from app.ops.logs import (
     AccessLogger,
     JsonLogFormatter,
     RequestIdFilter,
+    access_line,
 )
 
 
@@ -102,3 +103,28 @@ def test_an_access_record_carries_the_answers_request_id_as_json():
     record.args = access_atoms("r-42")
     line = format_record(record)
     assert (line["path"], line["status"], line["request_id"]) == ("/nothing", 404, "r-42")
+
+
+def test_the_direct_access_line_is_the_line_the_json_formatter_writes():
+    atoms = access_atoms("r-9")
+    record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, __file__, 1, ACCESS_FORMAT, (), None
+    )
+    record.args = atoms
+    expected = JsonLogFormatter("%(message)s").format(record)
+    line = access_line(atoms, ACCESS_FORMAT).decode()
+    assert line.endswith("\n") and line.count("\n") == 1
+    direct, formatted = json.loads(line), json.loads(expected)
+    assert list(direct) == list(formatted)  # Same fields, same order.
+    direct.pop("timestamp"), formatted.pop("timestamp")
+    assert direct == formatted
+
+
+def test_the_access_logger_writes_its_lines_straight_only_to_a_json_handler():
+    from app.ops.logs import logging_config
+
+    for fmt, direct in (("json", True), ("text", False)):
+        cfg = Config()
+        cfg.set("logconfig_dict", logging_config("INFO", fmt))
+        logger = AccessLogger(cfg)
+        assert (logger._json_fd is not None) is direct

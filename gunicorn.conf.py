@@ -9,7 +9,6 @@ import gc
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -41,6 +40,7 @@ if "app.extensions" not in sys.modules:
 
 from app.ops import gunicorn_errors  # noqa: E402
 from app.ops.logs import ACCESS_FORMAT, AccessLogger, logging_config  # noqa: E402
+from app.serve import in_use  # noqa: E402
 
 # Errors Gunicorn answers itself (bad request line, oversized headers, a
 # request cut off at the timeout) use the API's JSON shape, not HTML.
@@ -103,7 +103,7 @@ def on_starting(server):
     from app.core.serving import load_models
     from app.runtime.model import ModelLoadError
 
-    if _settings.GRPC_PORT and not port_is_free(_settings.GRPC_BIND):
+    if _settings.GRPC_PORT and in_use(_settings.GRPC_BIND):
         # Workers share the port with SO_REUSEPORT, which would also let them
         # share it with another server: never, so it must be free at start.
         server.log.error(
@@ -144,21 +144,6 @@ def when_ready(server):
         server.log.info(
             "polling the model repository every %s s (pid %s)", _settings.MODEL_POLL_SECONDS, pid
         )
-
-
-def port_is_free(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # As gRPC binds: a port whose last connections linger in TIME_WAIT (a
-        # restart just after load) is free; one another server listens on is not.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, int(port)))
-        except OSError:
-            return False
-    return True
 
 
 def on_reload(server):

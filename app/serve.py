@@ -44,21 +44,29 @@ def already_running(pidfile) -> str | None:
 
 def port_in_use(bind: str) -> str | None:
     """Why not to start: something listens on HOST:PORT already; else None."""
-    if bind.startswith(("unix:", "fd://")):
+    if bind.startswith(("unix:", "fd://")) or not in_use(bind):
         return None
-    host, _, port = bind.rpartition(":")
+    return f"PORT {bind.rpartition(':')[2]} is in use ({bind}); {ANOTHER_PORT}"
+
+
+def in_use(address: str) -> bool:
+    """Whether another socket listens on ``host:port`` (``[v6]:port`` too).
+
+    Bound as Gunicorn and gRPC bind, with SO_REUSEADDR: a port whose last
+    connections linger in TIME_WAIT (a restart just after load) is free.
+    """
+    host, _, port = address.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        # As Gunicorn binds: a port in TIME_WAIT is free, one another server listens on is not.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, int(port)))
         except OSError:
-            return f"PORT {port} is in use ({bind}); {ANOTHER_PORT}"
-        except ValueError:
-            return None
-    return None
+            return True
+        except ValueError:  # Not a port: Gunicorn says so itself.
+            return False
+    return False
 
 
 if __name__ == "__main__":

@@ -115,58 +115,41 @@ def bare_invoke_us(model_dir: Path) -> float:
     return time_per_call_us(runtime, [image], seconds=3.0)
 
 
-class BareStack:
-    """The bare stack (benchmarks/bare_stack.py) on Gunicorn's stock gevent worker, two
-    workers, on a free port, serving the notebook model's flatbuffer."""
-
-    def __init__(self, model_dir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        environ = {**os.environ, "MODEL_TFLITE": str(model_dir / "1" / "model.tflite")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-k", "gevent", "-w", "2"]
-            + ["-b", f"127.0.0.1:{self.port}", "benchmarks.bare_stack:app"],
-            env=environ,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/health/live", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        time.sleep(1)  # Both workers up.
-
-    def processes(self) -> list[int]:
-        return children(self.process.pid)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
-
 class Peer:
-    """KServe's Python server on a free port, serving the notebook model's flatbuffer."""
+    """A server to compare with, started on a free port: its two workers serve the notebook
+    model's flatbuffer."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, command: list[str], live_path: str, settle: float, **environ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        flatbuffer = str(model_dir / "1" / "model.tflite")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.kserve_live", str(self.port), flatbuffer],
+            [sys.executable, *(part.format(port=self.port) for part in command)],
+            env={**os.environ, **environ},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.url}/v2/health/live", timeout=1).ok:
+                if requests.get(f"{self.url}{live_path}", timeout=1).ok:
                     break
             except requests.ConnectionError:
                 time.sleep(0.2)
-        time.sleep(2)  # Both uvicorn workers up.
+        time.sleep(settle)  # Both workers up.
+
+    @classmethod
+    def bare_stack(cls, model_dir: Path) -> "Peer":
+        """benchmarks/bare_stack.py on Gunicorn's stock gevent worker."""
+        command = ["-m", "gunicorn", "-c", "/dev/null", "-k", "gevent", "-w", "2"]
+        command += ["-b", "127.0.0.1:{port}", "benchmarks.bare_stack:app"]
+        flatbuffer = str(model_dir / "1" / "model.tflite")
+        return cls(command, "/health/live", 1, MODEL_TFLITE=flatbuffer)
+
+    @classmethod
+    def kserve(cls, model_dir: Path) -> "Peer":
+        """KServe's Python server (benchmarks/kserve_live.py: two uvicorn workers)."""
+        flatbuffer = str(model_dir / "1" / "model.tflite")
+        return cls(["-m", "benchmarks.kserve_live", "{port}", flatbuffer], "/v2/health/live", 2)
 
     def processes(self) -> list[int]:
         return children(self.process.pid)
@@ -219,7 +202,7 @@ def linear_rows(model_dir: Path, scratch: Path, args, rows: dict) -> None:
         rows[f"c20 `/predict` with {IDLE} idle silent connections ÷ without"] = alternate(
             ours(with_idle), ours(rate(predict, predict_script, "predict-1", 20)), rounds
         )
-        bare = BareStack(model_dir)
+        bare = Peer.bare_stack(model_dir)
         try:
             on_bare = partial(spread, "the bare stack", bare.processes)
             for name, path in (("`/health/live`", "/health/live"), ("`/predict`", "/predict")):
@@ -236,7 +219,7 @@ def linear_rows(model_dir: Path, scratch: Path, args, rows: dict) -> None:
         finally:
             bare.stop()
         if args.kserve:
-            peer = Peer(model_dir)
+            peer = Peer.kserve(model_dir)
             theirs = f"{peer.url}/v1/models/linear:predict"
             rows["`/predict` ÷ KServe v1 `:predict` at c20"] = alternate(
                 ours(rate(predict, predict_script, "predict-1", 20)),

@@ -39,7 +39,8 @@ $(BIN)/.installed: pyproject.toml
 	@echo "==> upgrading pip"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@echo "==> installing the server, TensorFlow for training and the dev tools (a few minutes the first time)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,dev,registry,s3]'
+	@# setuptools' box about editable installs is a UserWarning: not news to this checkout.
+	@PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,dev,registry,s3]'
 	@echo "==> installed"
 	@touch $@
 
@@ -131,7 +132,7 @@ kserve-schemas: install ## Re-vendor KServe's CRD schemas: make kserve-schemas K
 
 # The docs tools, installed again only when pyproject.toml changes.
 $(BIN)/.docs-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,dev,registry,s3,docs]'
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[train,dev,registry,s3,docs]'
 	@touch $@
 
 .PHONY: docs

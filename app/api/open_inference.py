@@ -110,8 +110,12 @@ class ModelInfer(MethodView):
     @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
     @blp.alt_response(413, schema=ProtocolErrorSchema, description="Body or batch too large.")
     def post(self, body, name, version=None):
-        """Inference: input tensors in, output tensors out, in one call"""
-        runner = served_model(name, version)
+        """Inference: input tensors in, output tensors out, in one call
+
+        `version` may be a number or a label; without one, a model with weights answers
+        from the version they pick (sticky by an `X-Routing-Key` header).
+        """
+        runner = served_model(name, version, route=True)
         compiled = runner.compiled
         try:
             if g.get("raw_binary"):

@@ -35,6 +35,7 @@ def require_token():
 
 @blp.route("/predict")
 @blp.route("/predict/<segment:name>", endpoint="predict_named")
+@blp.route("/predict/<segment:name>/versions/<segment:version>", endpoint="predict_version")
 class Predict(MethodView):
     @blp.doc(security=OPTIONAL_BEARER)
     @blp.arguments(PredictRequestSchema())
@@ -45,11 +46,14 @@ class Predict(MethodView):
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     @blp.alt_response(404, response="NOT_FOUND")
-    def post(self, body, name=None):
+    def post(self, body, name=None, version=None):
         """Predict one output per instance, in one vectorised call
 
         `/predict` uses the one model the server serves; `/predict/{name}` names it
-        (needed when a model repository serves several).
+        (needed when a model repository serves several), and
+        `/predict/{name}/versions/{version}` one of its versions, by number or label.
+        Without a version, a model with weights answers from the version they pick
+        (sticky by an `X-Routing-Key` header); the answer names the version.
         """
         runner = current_runner()
         try:

@@ -39,12 +39,13 @@ blp = ProtocolBlueprint(
 SIGNATURE = "serving_default"
 
 
-def served_model(name: str, version: str | None = None):
+def served_model(name: str, version: str | None = None, route: bool = False):
     return served_runner(
         name,
         version,
         "Servable not found for request: Latest({name}); this server serves {served}",
         "Servable not found for request: Specific({name}, {version}); served: {served}",
+        route,
     )
 
 
@@ -61,6 +62,7 @@ def tensor_info(spec, index: int, role: str) -> dict:
 
 @blp.route("/<segment:name>", endpoint="model_status")
 @blp.route("/<segment:name>/versions/<segment:version>", endpoint="model_version_status")
+@blp.route("/<segment:name>/labels/<segment:version>", endpoint="model_label_status")
 class ModelStatus(MethodView):
     @blp.response(200, TfsStatusSchema)
     @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
@@ -81,6 +83,7 @@ class ModelStatus(MethodView):
 
 @blp.route("/<segment:name>/metadata", endpoint="model_metadata")
 @blp.route("/<segment:name>/versions/<segment:version>/metadata", endpoint="model_version_metadata")
+@blp.route("/<segment:name>/labels/<segment:version>/metadata", endpoint="model_label_metadata")
 class ModelMetadata(MethodView):
     @blp.response(200, TfsMetadataSchema)
     @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
@@ -107,6 +110,7 @@ class ModelMetadata(MethodView):
 
 @blp.route("/<segment:name>:predict", endpoint="predict")
 @blp.route("/<segment:name>/versions/<segment:version>:predict", endpoint="version_predict")
+@blp.route("/<segment:name>/labels/<segment:version>:predict", endpoint="label_predict")
 class Predict(MethodView):
     @blp.arguments(TfsPredictRequestSchema(), error_status_code=400)
     @blp.response(200, TfsPredictResponseSchema)
@@ -114,8 +118,11 @@ class Predict(MethodView):
     @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
     @blp.alt_response(413, schema=ProtocolErrorSchema, description="Body or batch too large.")
     def post(self, body, name, version=None):
-        """Predict from `instances` (row format) or `inputs` (columnar), as TF Serving does"""
-        runner = served_model(name, version)
+        """Predict from `instances` (row format) or `inputs` (columnar), as TF Serving does
+
+        Without a version or label, a model with weights answers from the version they pick.
+        """
+        runner = served_model(name, version, route=True)
         compiled = runner.compiled
         # TensorFlow Serving reads an empty name as the default, as its metadata reports it.
         signature = body.get("signature_name") or SIGNATURE

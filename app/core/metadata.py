@@ -4,7 +4,7 @@ Both of its adapters answer from here: REST ``/v2`` (app/api/open_inference.py)
 and gRPC (app/grpc/servicer.py).
 """
 
-from app.core.serving import MODEL_MISSING, served_runner, versions_of
+from app.core.serving import MODEL_MISSING, VERSION_MISSING, served_runner, versions_of
 from app.runtime.datatypes import DATATYPES
 
 SERVER_NAME = "model-server"
@@ -16,13 +16,8 @@ PLATFORMS = {"litert": "litert_tflite", "tensorflow": "tensorflow_savedmodel"}
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
-def served_model(name: str, version: str | None = None):
-    return served_runner(
-        name,
-        version,
-        MODEL_MISSING,
-        "Version {version!r} of model {name!r} is not served; served: {served}.",
-    )
+def served_model(name: str, version: str | None = None, route: bool = False):
+    return served_runner(name, version, MODEL_MISSING, VERSION_MISSING, route)
 
 
 def tensor_metadata(spec) -> dict:

@@ -3,12 +3,13 @@
 import logging
 import random
 import sys
+import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, has_request_context, request
 from flask_smorest import abort
 
 from app.config import limits
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 prediction_log = logging.getLogger("app.predictions")
 # A sampled prediction's tensors are logged whole up to this many numbers each.
 LOGGED_NUMBERS = 1000
-# A request names a model this server does not serve.
+# A request names a model, or a version or label of one, that this server does not serve.
 MODEL_MISSING = "Model {name!r} is not served; this server serves {served}."
+VERSION_MISSING = "Version {version!r} of model {name!r} is not served; served: {served}."
 
 
 @dataclass
@@ -371,11 +373,16 @@ def model_states(state: ServingState, ready_only: bool = False) -> list[dict]:
 
 
 def served_runner(
-    name: str, version: str | None, model_missing: str, version_missing: str
+    name: str,
+    version: str | None,
+    model_missing: str,
+    version_missing: str,
+    route: bool = False,
 ) -> ModelRunner:
-    """This worker's runner of model ``name`` (and ``version``, if given).
+    """This worker's runner of model ``name`` (and ``version``, a number or a label, if
+    given; else, to ``route`` an inference, the version the model's weights pick).
 
-    Else 404 for a name or version not served, 400 for a repository model
+    Else 404 for a name, version or label not served, 400 for a repository model
     that did not load (the protocol's UNAVAILABLE over gRPC), 503 before the
     worker serves. The messages are the protocol's, formatted with ``name``,
     ``version`` and ``served``.
@@ -390,12 +397,38 @@ def served_runner(
             not_loaded_yet()
         abort(404, message=model_missing.format(name=cut(name), served=listed(state.names)))
     if version is None:
-        return runner
+        return routed(runner) if route else runner
+    labels = runner.bundle.labels
+    number = str(labels[version]) if version in labels else version
     for served in runner.served:
-        if version == str(served.number):
+        if number == str(served.number):
             return served
     served = ", ".join(str(each.number) for each in runner.served)
+    if labels:
+        served += f" (labels: {', '.join(f'{k}={v}' for k, v in sorted(labels.items()))})"
     abort(404, message=version_missing.format(name=cut(name), version=cut(version), served=served))
+
+
+# The header (gRPC: metadata key) whose value, hashed, picks the version a weighted model
+# serves: the same key always reaches the same version.
+ROUTING_KEY = "X-Routing-Key"
+
+
+def routed(runner: ModelRunner) -> ModelRunner:
+    """The version of ``runner``'s model that answers a request naming none: by the model's
+    weights, sticky by the request's routing key (else drawn at random); the newest
+    version without weights."""
+    weights = runner.bundle.weights
+    if not weights:
+        return runner
+    key = request.headers.get(ROUTING_KEY) if has_request_context() else g.get("routing_key")
+    point = zlib.crc32(key.encode("utf-8", "surrogatepass")) % 100 if key else random.randrange(100)
+    chosen = runner.number
+    for number, percent in sorted(weights.items()):
+        chosen, point = number, point - percent
+        if point < 0:
+            break
+    return next((served for served in runner.served if served.number == chosen), runner)
 
 
 def versions_of(runner: ModelRunner) -> list[ModelRunner]:
@@ -416,9 +449,10 @@ def current_runner() -> ModelRunner:
 
     A draining worker still serves: only its readiness says it is leaving.
     """
-    name = (request.view_args or {}).get("name")
+    arguments = request.view_args or {}
+    name = arguments.get("name")
     if name is not None:
-        return served_runner(name, None, MODEL_MISSING, "")
+        return served_runner(name, arguments.get("version"), MODEL_MISSING, VERSION_MISSING, True)
     state = serving_state(current_app)
     if state.several:
         abort(
@@ -431,7 +465,7 @@ def current_runner() -> ModelRunner:
     if not state.runners:
         not_loaded_yet()
     (runner,) = state.runners.values()
-    return runner
+    return routed(runner)
 
 
 def not_loaded_yet():

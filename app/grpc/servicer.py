@@ -30,7 +30,7 @@ from app.core.inference import (
     tensors_to_inputs,
 )
 from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
-from app.core.serving import serving_state
+from app.core.serving import ROUTING_KEY, serving_state
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.quota import MemoryQuota
@@ -93,6 +93,7 @@ def rpc(method):
             metadata = dict(context.invocation_metadata())
             incoming = metadata.get("x-request-id", "")
             g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else request_ids.new()
+            g.routing_key = metadata.get(ROUTING_KEY.lower())  # Picks a weighted version.
             # With the status, in its batch: initial metadata of its own would be one more
             # completion-queue event per call, measured a quarter of the call's throughput.
             context.set_trailing_metadata((("x-request-id", g.request_id),))
@@ -246,7 +247,7 @@ class OpenInferenceServicer:
 
     @rpc
     def ModelInfer(self, request):
-        runner = served_model(request.model_name, request.model_version or None)
+        runner = served_model(request.model_name, request.model_version or None, route=True)
         wanted = [output.name for output in request.outputs]
         try:
             check_requested_outputs(wanted, runner.compiled)

@@ -301,6 +301,12 @@ def load_newest(
     newest.older = bundles[1:]
     newest.skipped = bounded(failures, NOT_LOADING)
     newest.failure_count = len(failures)
+    try:
+        newest.labels, newest.weights = policy.rollout(
+            [bundle.version.number for bundle in bundles]
+        )
+    except ValueError as error:  # The file does not hold together: what serves keeps serving.
+        raise ModelLoadError(f"{model_dir}: {POLICY_FILE}: {error}") from None
     return newest
 
 

@@ -60,6 +60,10 @@ class ModelBundle:
     shared_runtime: LiteRTRuntime | None = None
     # The older versions a repository's version policy serves beside this, newest first.
     older: list["ModelBundle"] = field(default_factory=list)
+    # The policy's rollout over the versions served: labels (name: version number), and
+    # the share of requests naming no version each version answers (number: percent).
+    labels: dict[str, int] = field(default_factory=dict)
+    weights: dict[int, int] = field(default_factory=dict)
 
     @property
     def served(self) -> list["ModelBundle"]:

@@ -1,5 +1,7 @@
 """version_policy.json: which versions of each repository model are served."""
 
+import re
+
 import pytest
 
 from app.runtime.model import ModelLoadError
@@ -52,3 +54,46 @@ def test_the_file_is_optional_and_must_be_an_object_of_policies(tmp_path):
         path.write_text(text)
         with pytest.raises(ModelLoadError, match="version_policy.json"):
             read_policies(tmp_path)
+
+
+def test_labels_and_weights_resolve_to_the_versions_served():
+    entry = {
+        "specific": [1, 2],
+        "labels": {"stable": 1, "canary": 2},
+        "weights": {"stable": 90, "canary": 10},
+    }
+    policy = VersionPolicy.parse("lin", entry)
+    assert policy.specific == (2, 1)
+    assert policy.rollout([2, 1]) == ({"canary": 2, "stable": 1}, {1: 90, 2: 10})
+    by_number = VersionPolicy.parse("lin", {"latest": 2, "weights": {"2": 100, "1": 0}})
+    assert by_number.rollout([2, 1]) == ({}, {2: 100})
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"labels": {"2": 1}}, "labels must map names"),
+        ({"labels": {"canary": 0}}, "labels must map names"),
+        ({"labels": {"stable": 1}, "weights": {"stable": 60}}, "weights add up to 60, not 100"),
+        ({"weights": {"stable": 101}}, "percents (0 to 100)"),
+        ({"weights": {}}, "percents (0 to 100)"),
+        ({"latest": 1, "specific": [1]}, 'must be {"latest": N} or'),
+        ({"latest": 1, "shadow": 3}, 'must be {"latest": N} or'),
+    ],
+)
+def test_a_malformed_rollout_is_refused_saying_what_is_wrong(entry, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        VersionPolicy.parse("lin", entry)
+
+
+@pytest.mark.parametrize(
+    ("entry", "served", "message"),
+    [
+        ({"labels": {"next": 3}}, [2, 1], "label 'next' names version 3, which is not served"),
+        ({"weights": {"beta": 100}}, [1], "'beta', which is neither a label nor a version"),
+        ({"weights": {"7": 100}}, [1], "weights name version 7, which is not served"),
+    ],
+)
+def test_a_rollout_naming_a_version_not_served_does_not_hold_together(entry, served, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        VersionPolicy.parse("lin", entry).rollout(served)

@@ -444,8 +444,10 @@ def listed(names: list[str], shown: int = 5) -> str:
 
 
 def current_runner() -> ModelRunner:
-    """The runner of the model a request names in its path (``/predict/<name>``), else of
-    the one model this server serves; 400 when it serves several and none is named.
+    """The runner of the model a request names in its path (``/predict/<name>``, and the
+    version or label of ``/predict/<name>/versions/<version>``), else of the one model this
+    server serves, the version its weights pick; 400 when it serves several and none is
+    named.
 
     A draining worker still serves: only its readiness says it is leaving.
     """

@@ -188,14 +188,9 @@ def load_version(version: ModelVersion, limits: Limits = DEFAULT_LIMITS) -> Mode
         if artifact.exists(version.path):
             compiled = artifact.read(version.path, limits.max_model_bytes)
             source = "compiled"
-        else:
+            check_graph(compiled, limits.code)
+        else:  # Compiling refuses a denied op itself (compile_tensorflow).
             compiled, source = convert_at_load(version, limits.code), "converted at load"
-        if compiled.runtime == "tensorflow":
-            refused = first_denied(
-                compiled.saved_model.get(SAVED_MODEL_FILE, b""), limits.code.graph_ops
-            )
-            if refused:
-                raise ArtifactError(f"the compiled SavedModel cannot be served: {refused}")
     except ArtifactError as error:
         raise ModelLoadError(f"{version.path}: {error}") from error
     bundle = ModelBundle(version, metadata, compiled, source)
@@ -237,6 +232,15 @@ def check_artifacts(directory: Path, checksums) -> None:
         actual = artifact.sha256_file(directory / name, artifact.MAX_ARTIFACT_BYTES)
         if actual != expected:
             raise ArtifactError(f"{name} has SHA-256 {actual}, metadata says {expected}")
+
+
+def check_graph(compiled, policy: CodePolicy) -> None:
+    """Refuse a compiled TensorFlow-runtime artifact whose graph runs an op ``policy`` does not
+    allow: it was compiled elsewhere, perhaps where the op was allowed."""
+    if compiled.runtime == "tensorflow":
+        refused = first_denied(compiled.saved_model.get(SAVED_MODEL_FILE, b""), policy.graph_ops)
+        if refused:
+            raise ArtifactError(f"the compiled SavedModel cannot be served: {refused}")
 
 
 def convert_at_load(version: ModelVersion, policy: CodePolicy):

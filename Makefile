@@ -154,6 +154,7 @@ bench: model ## Benchmark the real server with wrk and h2load: benchmarks/*resul
 	$(BIN)/python -m benchmarks.grpc
 	$(BIN)/python -m benchmarks.repository
 	$(BIN)/python -m benchmarks.speed
+	$(BIN)/python -m benchmarks.shadow
 
 .PHONY: loadtest
 loadtest: model ## Locust load test against a fresh server; report in reports/, fails on errors or slow p95

@@ -99,7 +99,7 @@ logger_class = AccessLogger
 
 def on_starting(server):
     """Load the model, or refuse to start with one line saying why."""
-    from app.core import control
+    from app.core import control, rollouts
     from app.core.serving import load_models
     from app.runtime.model import ModelLoadError
 
@@ -118,6 +118,7 @@ def on_starting(server):
         with control.master_lock(app):
             load_models(app, control.load_names(app))
             control.publish(app)
+        rollouts.cleared(app)
     except ModelLoadError as error:
         # One line naming the path and the cause; no worker is ever forked.
         server.log.error("no servable model: %s", error)
@@ -153,7 +154,7 @@ def on_reload(server):
     ones, so the old workers serve on while the new version loads, and the
     new workers start with it already verified: no gap, however slow the load.
     """
-    from app.core import control
+    from app.core import control, rollouts
     from app.core.serving import load_models, serving_state
     from app.runtime.model import ModelLoadError
 
@@ -176,6 +177,7 @@ def on_reload(server):
             server.log.error("reload failed, workers keep serving %s: %s", kept, error)
         else:
             control.publish(app)
+            rollouts.cleared(app)
     gc.collect()
 
 

@@ -217,6 +217,16 @@ class Config:
         self.PREDICTION_LOG_SAMPLE_RATE = _number(
             environ, "PREDICTION_LOG_SAMPLE_RATE", 0.1, float, minimum=0.0, maximum=1.0
         )
+        # A shadow version's copies (app/core/shadow.py): how many wait per worker, the
+        # share of a worker's time they may take, and how often the largest disagreement
+        # is logged.
+        self.SHADOW_QUEUE_SIZE = _number(
+            environ, "SHADOW_QUEUE_SIZE", 32, int, minimum=1, maximum=1000
+        )
+        self.SHADOW_SHARE = _number(environ, "SHADOW_SHARE", 0.1, float, minimum=0.01, maximum=1.0)
+        self.SHADOW_LOG_SECONDS = _number(
+            environ, "SHADOW_LOG_SECONDS", 60.0, float, minimum=0.0, maximum=86400.0
+        )
         self.DRAIN_SECONDS = _number(environ, "DRAIN_SECONDS", 0, int, minimum=0, maximum=3600)
         self.EXPOSE_WORKER_PID = _choice(environ, "EXPOSE_WORKER_PID", "false", BOOLEANS) in TRUE
         self.PROMETHEUS_MULTIPROC_DIR = _path(environ, "PROMETHEUS_MULTIPROC_DIR", None)

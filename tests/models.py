@@ -26,9 +26,10 @@ def mlp() -> keras.Model:
     )
 
 
-def classifier() -> keras.Model:
-    """A softmax classifier over 4 features, normalised by an adapted preprocessing layer."""
-    keras.utils.set_random_seed(12)
+def classifier(seed: int = 12) -> keras.Model:
+    """A softmax classifier over 4 features, normalised by an adapted preprocessing layer
+    (another ``seed``: another set of weights, as a retrained version has)."""
+    keras.utils.set_random_seed(seed)
     normalization = keras.layers.Normalization()
     normalization.adapt(np.random.default_rng(12).normal(5, 2, (200, 4)).astype(np.float32))
     return keras.Sequential(
@@ -240,14 +241,15 @@ def scaled_linear(scale: float) -> keras.Model:
     return model
 
 
-def slow_convolutions() -> keras.Model:
-    """Eight numbers in, 40x40 feature maps through five convolutions: ~6 ms an instance
-    here, so that a full batch of 1,000 outlasts a scaled-down GUNICORN_TIMEOUT."""
+def slow_convolutions(features: int = 8) -> keras.Model:
+    """``features`` numbers in, 40x40 feature maps through five convolutions: ~6 ms an
+    instance here, so that a full batch of 1,000 outlasts a scaled-down GUNICORN_TIMEOUT
+    (and, with one number in, a shadow slower than the clients of y = k·x)."""
     keras.utils.set_random_seed(17)
     convolutions = [keras.layers.Conv2D(64, 3, padding="same", activation="relu") for _ in range(5)]
     return keras.Sequential(
         [
-            keras.Input((8,), name="x"),
+            keras.Input((features,), name="x"),
             keras.layers.Dense(40 * 40 * 16),
             keras.layers.Reshape((40, 40, 16)),
             *convolutions,

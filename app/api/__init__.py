@@ -32,8 +32,8 @@ def register_blueprints(app: Flask, api: Api) -> None:
     app.url_map.converters["segment"] = SegmentConverter
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
-    if control.explicit(app):
-        # Before any route: a worker takes up a load or unload another one answered.
+    if not app.config["MODEL_URI"]:
+        # Before any route: a worker takes up a load, unload or rollout another one answered.
         app.before_request(lambda: control.catch_up(app))
     if app.config["API_TOKEN"]:
         # Only when a token is set: an open server pays nothing per request. Every

@@ -17,6 +17,7 @@ from app.api.schemas import (
     OipLiveSchema,
     OipModelMetadataSchema,
     OipModelReadySchema,
+    OipModelStatsSchema,
     OipReadySchema,
     OipServerMetadataSchema,
     ProtocolErrorSchema,
@@ -25,8 +26,10 @@ from app.api.schemas import (
     RepositoryLoadSchema,
     RepositoryUnloadRequestSchema,
     RepositoryUnloadSchema,
+    RolloutSchema,
+    RolloutStateSchema,
 )
-from app.core import control
+from app.core import control, rollouts
 from app.core.inference import (
     InvalidInput,
     check_requested_outputs,
@@ -35,7 +38,14 @@ from app.core.inference import (
     output_bytes,
     tensors_to_inputs,
 )
-from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
+from app.core.metadata import (
+    EXTENSIONS,
+    SERVER_NAME,
+    SERVER_VERSION,
+    model_metadata,
+    model_stats,
+    served_model,
+)
 from app.core.serving import serving_state
 from app.ops.json_provider import dumps
 from app.runtime.datatypes import DATATYPES
@@ -82,6 +92,22 @@ class ModelMetadata(MethodView):
     def get(self, name, version=None):
         """Model metadata: versions, platform, inputs and outputs (shape -1 for the batch)"""
         return model_metadata(served_model(name, version))
+
+
+@blp.route("/models/stats", endpoint="stats")
+@blp.route("/models/<segment:name>/stats", endpoint="model_stats")
+@blp.route("/models/<segment:name>/versions/<segment:version>/stats", endpoint="version_stats")
+class ModelStatistics(MethodView):
+    @blp.response(200, OipModelStatsSchema)
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Model or version not served.")
+    def get(self, name=None, version=None):
+        """Inference statistics per version, over every worker (the statistics extension)
+
+        Triton's shape: success and failure counts and times, and the queue,
+        input, inference and output durations, in nanoseconds. `version` may be a
+        number or a label.
+        """
+        return model_stats(name, version)
 
 
 @blp.route("/models/<segment:name>/ready", endpoint="model_ready")
@@ -169,6 +195,33 @@ class RepositoryModelUnload(MethodView):
         optional_body(RepositoryUnloadRequestSchema())
         controlled(control.unload, name)
         return {"name": name, "unload": True}
+
+
+@blp.route("/repository/models/<segment:name>/rollout")
+class RepositoryModelRollout(MethodView):
+    @blp.response(200, RolloutStateSchema)
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Not served.")
+    def get(self, name):
+        """A model's rollout: its versions served, labels, weights and shadow"""
+        return rolled_out(rollouts.current, name)
+
+    @blp.arguments(RolloutSchema(), error_status_code=400)
+    @blp.response(200, RolloutStateSchema)
+    @blp.alt_response(400, schema=ProtocolErrorSchema, description="Does not hold together.")
+    @blp.alt_response(404, schema=ProtocolErrorSchema, description="Not served.")
+    @blp.alt_response(503, schema=ProtocolErrorSchema, description="Another change is running.")
+    def post(self, body, name):
+        """Set a model's rollout (labels, weights, shadow; what the body leaves out is
+        removed): in force on every worker before the answer, and written to
+        version_policy.json"""
+        return rolled_out(rollouts.change, name, body)
+
+
+def rolled_out(action, name: str, *arguments) -> dict:
+    try:
+        return action(current_app, name, *arguments)
+    except rollouts.RolloutError as error:
+        abort(error.status, message=error.message)
 
 
 def optional_body(schema) -> dict:

@@ -188,6 +188,47 @@ class RepositoryLoadSchema(Schema):
     )
 
 
+class ShadowSchema(Schema):
+    version = fields.Raw(
+        required=True,
+        metadata={"description": "The shadow version: a number or a label.", "example": 3},
+    )
+    sample = fields.Float(
+        metadata={"description": "The share of inferences copied, in (0, 1].", "example": 1.0}
+    )
+
+
+class RolloutSchema(Schema):
+    labels = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(strict=True),
+        metadata={
+            "description": "Names of served versions (never numbers).",
+            "example": {"stable": 1, "canary": 2},
+        },
+    )
+    weights = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(strict=True),
+        metadata={
+            "description": "Percent of the requests naming no version, by label or version "
+            "number; they add up to 100.",
+            "example": {"stable": 90, "canary": 10},
+        },
+    )
+    shadow = fields.Nested(
+        ShadowSchema,
+        metadata={"description": "A version that gets a copy of a sample of inferences."},
+    )
+
+
+class RolloutStateSchema(RolloutSchema):
+    name = fields.String(required=True, metadata={"description": "Model name.", "example": "lin"})
+    versions = fields.List(
+        fields.String(), metadata={"description": "The versions served.", "example": ["2", "1"]}
+    )
+
+
 class RepositoryUnloadSchema(Schema):
     name = fields.String(
         required=True, metadata={"description": "The model unloaded.", "example": "linear"}
@@ -296,8 +337,91 @@ class OipServerMetadataSchema(Schema):
     extensions = fields.List(
         fields.String(),
         metadata={
-            "description": "Protocol extensions supported: the binary tensor data extension.",
-            "example": ["binary_tensor_data"],
+            "description": "Protocol extensions supported.",
+            "example": ["binary_tensor_data", "model_repository", "statistics"],
+        },
+    )
+
+
+class StatisticDurationSchema(Schema):
+    count = fields.Integer(metadata={"description": "How many.", "example": 120})
+    ns = fields.Integer(
+        metadata={"description": "Their total time, in nanoseconds.", "example": 61_250_000}
+    )
+
+
+class InferStatisticsSchema(Schema):
+    success = fields.Nested(
+        StatisticDurationSchema, metadata={"description": "Requests answered, whole."}
+    )
+    fail = fields.Nested(
+        StatisticDurationSchema,
+        metadata={"description": "Requests that reached the version and failed."},
+    )
+    queue = fields.Nested(
+        StatisticDurationSchema, metadata={"description": "Waiting for the worker's turn."}
+    )
+    compute_input = fields.Nested(
+        StatisticDurationSchema, metadata={"description": "Reading and checking the inputs."}
+    )
+    compute_infer = fields.Nested(StatisticDurationSchema, metadata={"description": "The runtime."})
+    compute_output = fields.Nested(
+        StatisticDurationSchema, metadata={"description": "Writing the answer."}
+    )
+    cache_hit = fields.Nested(StatisticDurationSchema, metadata={"description": "Always 0."})
+    cache_miss = fields.Nested(StatisticDurationSchema, metadata={"description": "Always 0."})
+
+
+class ModelStatisticsSchema(Schema):
+    name = fields.String(metadata={"description": "Model name.", "example": "linear"})
+    version = fields.String(metadata={"description": "Version number.", "example": "1"})
+    last_inference = fields.Integer(
+        metadata={
+            "description": "When it last answered, in milliseconds since the epoch.",
+            "example": 1796644393972,
+        }
+    )
+    inference_count = fields.Integer(
+        metadata={"description": "Instances inferred.", "example": 240}
+    )
+    execution_count = fields.Integer(metadata={"description": "Inference calls.", "example": 120})
+    inference_stats = fields.Nested(
+        InferStatisticsSchema, metadata={"description": "Counts and times by phase."}
+    )
+    batch_stats = fields.List(
+        fields.Dict(), metadata={"description": "Always empty.", "example": []}
+    )
+    memory_usage = fields.List(
+        fields.Dict(), metadata={"description": "Always empty.", "example": []}
+    )
+
+
+class OipModelStatsSchema(Schema):
+    model_stats = fields.List(
+        fields.Nested(ModelStatisticsSchema),
+        metadata={
+            "description": "Each version's statistics, over every worker.",
+            "example": [
+                {
+                    "name": "linear",
+                    "version": "1",
+                    "last_inference": 1796644393972,
+                    "inference_count": 240,
+                    "execution_count": 120,
+                    "inference_stats": {
+                        "success": {"count": 120, "ns": 61_250_000},
+                        "fail": {"count": 0, "ns": 0},
+                        "queue": {"count": 120, "ns": 2_400_000},
+                        "compute_input": {"count": 120, "ns": 21_000_000},
+                        "compute_infer": {"count": 120, "ns": 3_600_000},
+                        "compute_output": {"count": 120, "ns": 18_000_000},
+                        "cache_hit": {"count": 0, "ns": 0},
+                        "cache_miss": {"count": 0, "ns": 0},
+                    },
+                    "batch_stats": [],
+                    "memory_usage": [],
+                }
+            ],
         },
     )
 

@@ -14,7 +14,6 @@ import, in the master, before any fork.
 """
 
 import atexit
-import fcntl
 import json
 import logging
 import multiprocessing
@@ -32,6 +31,7 @@ from pathlib import Path
 from flask import Flask
 
 from app.config import limits
+from app.core import rollouts
 from app.core.serving import (
     forget_runner,
     model_states,
@@ -42,6 +42,7 @@ from app.core.serving import (
     sync_repository,
 )
 from app.ops.error_shape import cut
+from app.ops.file_lock import file_locked
 from app.runtime.loader import (
     LoadTimeout,
     load_newest,
@@ -62,8 +63,6 @@ _generation = multiprocessing.RawValue("q", 0)
 _directory: Path | None = None
 # The repository's fingerprint when the master last loaded it (MODEL_POLL_SECONDS).
 _polled = multiprocessing.RawValue("q", 0)
-# How often a waiting load or unload tries the lock again.
-LOCK_POLL_SECONDS = 0.05
 # How often an idle worker looks for a load or unload another one answered.
 IDLE_POLL_SECONDS = 1.0
 # Triton's load parameters (a config override, model files) are not taken.
@@ -195,15 +194,18 @@ def repository_entry(root: Path, name: str) -> tuple[dict, dict, bool]:
 
 
 def catch_up(app: Flask) -> None:
-    """In a worker, before it serves a request: take up the set if it changed."""
+    """In a worker, before it serves a request: take up the set, and rollouts, if they
+    changed. Two numbers compared when nothing did: this runs on every request."""
     state = serving_state(app)
     for _ in range(3):
         if state.generation == _generation.value:
-            return
+            break
         try:
             _take_up(app, _read())
         except FileNotFoundError:  # A newer write removed a bundle read: read again.
             continue
+    if state.rollouts != rollouts.generation():
+        rollouts.catch_up(app)
 
 
 def load(app: Flask, name: str) -> None:
@@ -364,29 +366,8 @@ def _read() -> dict:
     return json.loads((_directory / "models.json").read_text())
 
 
-@contextmanager
 def _locked(timeout: float | None):
-    """Hold the control lock; one load, unload or publish at a time across processes.
-
-    A worker polls for it (a blocking wait would stop its event loop) and
-    answers 503 once ``timeout`` passes; the master waits as long as it takes.
-    """
-    with (_directory / "lock").open("w") as file:
-        if timeout is None:
-            fcntl.flock(file, fcntl.LOCK_EX)
-        else:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise ControlError(
-                            503, "Another load or unload is still running; retry shortly."
-                        ) from None
-                    time.sleep(LOCK_POLL_SECONDS)
-        try:
-            yield
-        finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+    """Hold the control lock: one load, unload or publish at a time across processes; 503
+    for a worker once ``timeout`` passes."""
+    busy = partial(ControlError, 503, "Another load or unload is still running; retry shortly.")
+    return file_locked(_directory / "lock", timeout, busy)

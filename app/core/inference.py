@@ -10,15 +10,18 @@ once, in this module.
 import base64
 import binascii
 import math
+import time
 from itertools import chain
 
 import numpy as np
-from flask import current_app
+from flask import current_app, g, has_app_context
 
 from app.config import limits as config_limits
+from app.core import shadow
 from app.core.serving import log_prediction
 from app.extensions import BATCH_SIZE
 from app.ops.error_shape import MAX_REPORTED_ERRORS, cut
+from app.ops.statistics import Inference
 from app.runtime.artifact import CompiledModel, TensorSpec, not_finite
 from app.runtime.datatypes import DATATYPES, PROTOCOL_DTYPES, Kind, holds_exactly, kind
 from app.runtime.model import ModelRunner
@@ -353,7 +356,11 @@ def check_ranges(inputs: dict[str, np.ndarray], specs: tuple[TensorSpec, ...]) -
 
 def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All outputs for validated inputs, or ``InvalidInput`` where an input is beyond its
-    valid range or a float output overflows its dtype."""
+    valid range or a float output overflows its dtype. The request is the version's from
+    here on (app/ops/statistics.py)."""
+    inference = Inference(runner.name, str(runner.number), time.perf_counter())
+    if has_app_context():
+        g.inference = inference
     compiled = runner.compiled
     if compiled.open:
         check_elements(sum(array.size for array in inputs.values()))
@@ -364,6 +371,7 @@ def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
     except RuntimeError as error:  # LiteRT's kernels refuse what they cannot compute.
         problem = (str(error).splitlines() or [""])[0][:200]
         raise InvalidInput(422, f"The model's runtime refused these inputs: {problem}") from None
+    inference.waited, inference.computed = runner.timings
     bad = set()
     for output in outputs:
         if not all_finite(output):
@@ -377,10 +385,13 @@ def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
         )
     named = {spec.name: output for spec, output in zip(compiled.outputs, outputs, strict=True)}
     batch = len(outputs[0])
-    BATCH_SIZE.labels(runner.name).observe(batch)
+    BATCH_SIZE.labels(runner.name, inference.version).observe(batch)
     if runner.monitor:
         runner.monitor.observe(inputs)
     log_prediction(runner, inputs, named)
+    if runner.shadow is not None:
+        shadow.offer(runner, inputs, named)
+    inference.ended = time.perf_counter()
     return named
 
 

@@ -4,7 +4,16 @@ Both of its adapters answer from here: REST ``/v2`` (app/api/open_inference.py)
 and gRPC (app/grpc/servicer.py).
 """
 
-from app.core.serving import MODEL_MISSING, VERSION_MISSING, served_runner, versions_of
+from flask import current_app
+
+from app.core.serving import (
+    MODEL_MISSING,
+    VERSION_MISSING,
+    served_runner,
+    serving_state,
+    versions_of,
+)
+from app.ops.statistics import model_statistics
 from app.runtime.datatypes import DATATYPES
 
 SERVER_NAME = "model-server"
@@ -12,8 +21,9 @@ SERVER_VERSION = "1.0.0"
 # The protocol's <project>_<format> for each runtime's artifact: LiteRT running a
 # TensorFlow Lite flatbuffer, TensorFlow a SavedModel (Triton's own name for it).
 PLATFORMS = {"litert": "litert_tflite", "tensorflow": "tensorflow_savedmodel"}
-# Raw tensors after the JSON, both ways; the model repository: index, load, unload.
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+# Raw tensors after the JSON, both ways; the model repository: index, load, unload; and
+# per-version statistics.
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
 
 
 def served_model(name: str, version: str | None = None, route: bool = False):
@@ -33,3 +43,17 @@ def model_metadata(runner) -> dict:
         "inputs": [tensor_metadata(spec) for spec in runner.compiled.inputs],
         "outputs": [tensor_metadata(spec) for spec in runner.compiled.outputs],
     }
+
+
+def model_stats(name: str | None = None, version: str | None = None) -> dict:
+    """The statistics extension's answer, over REST and gRPC alike: every version served,
+    or model ``name``'s, or its ``version`` (a number or a label)."""
+    if name is None:
+        runners = serving_state(current_app).runners.values()
+        versions = [(served.name, served.number) for each in runners for served in each.served]
+    elif version is None:
+        versions = [(served.name, served.number) for served in versions_of(served_model(name))]
+    else:
+        runner = served_model(name, version)
+        versions = [(runner.name, runner.number)]
+    return {"model_stats": model_statistics([(n, str(v)) for n, v in sorted(versions)])}

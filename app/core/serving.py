@@ -13,6 +13,7 @@ from flask import Flask, current_app, g, has_request_context, request
 from flask_smorest import abort
 
 from app.config import limits
+from app.core.shadow import ShadowCopies
 from app.extensions import MODEL_INFO, MODEL_LOAD_FAILURES, MODEL_LOAD_SECONDS
 from app.ops.error_shape import cut
 from app.ops.monitoring import InputMonitor
@@ -22,9 +23,11 @@ from app.runtime.loader import (
     load_registered,
     load_repository,
     load_synced,
+    run_with_deadline,
     sync_mirror,
 )
 from app.runtime.model import ModelBundle, ModelLoadError, ModelRunner
+from app.runtime.version_policy import LATEST, read_model_policy
 
 log = logging.getLogger(__name__)
 # A logger of its own, so prediction records can be routed or silenced apart.
@@ -54,8 +57,13 @@ class ServingState:
     # process serves, and the file each model's bundle came from.
     generation: int = 0
     sources: dict[str, str] = field(default_factory=dict)
+    # The generation of the rollouts changed by control calls this process routes by
+    # (app/core/rollouts.py).
+    rollouts: int = 0
     # Gives a runner built after the worker started its turns and thread (app/ops/worker.py).
     adopt: Callable[[ModelRunner], None] = lambda runner: None
+    # This worker's queue of copies for shadow versions (app/core/shadow.py).
+    shadows: ShadowCopies | None = None
     # How long a request body may take to arrive, as a context manager around
     # the read; only the gevent worker can bound a whole read (app/ops/worker.py).
     body_deadline: Callable[[float], AbstractContextManager] = lambda seconds: nullcontext()
@@ -115,7 +123,8 @@ def count_failures(error: ModelLoadError) -> None:
 
 def load_model(config, cache_allowed: bool) -> ModelBundle:
     """The one model: from the MLflow registry when MODEL_URI is set, else the newest
-    loadable (or the pinned) version under MODEL_DIR, local or in S3."""
+    loadable (or the pinned) version under MODEL_DIR, local or in S3; a local MODEL_DIR's
+    ``version_policy.json`` may serve several, with a rollout."""
     timeouts = registry_timeouts(config)
     if config["MODEL_URI"]:
         # The cache stands in for the registry only at start: a reload keeps what serves.
@@ -133,12 +142,12 @@ def load_model(config, cache_allowed: bool) -> ModelBundle:
             name=config["MODEL_NAME"],
         )
     else:
+        timeout, name = config["MODEL_LOAD_TIMEOUT"], config["MODEL_NAME"]
+        policy = LATEST
+        if config["MODEL_VERSION"] is None:  # A pinned version is served alone.
+            policy = run_with_deadline(read_model_policy, timeout, config["MODEL_DIR"], name)
         bundle = load_newest(
-            config["MODEL_DIR"],
-            config["MODEL_VERSION"],
-            config["MODEL_LOAD_TIMEOUT"],
-            limits(config),
-            config["MODEL_NAME"],
+            config["MODEL_DIR"], config["MODEL_VERSION"], timeout, limits(config), name, policy
         )
     report_loaded(bundle)
     return bundle
@@ -245,7 +254,11 @@ def start_serving(app: Flask) -> None:
     The loader has done every step once already, so this takes milliseconds
     a model and cannot fail where the loader passed.
     """
-    for bundle in serving_state(app).bundles.values():
+    state, config = serving_state(app), app.config
+    state.shadows = ShadowCopies(
+        config["SHADOW_QUEUE_SIZE"], config["SHADOW_SHARE"], config["SHADOW_LOG_SECONDS"]
+    )
+    for bundle in state.bundles.values():
         serve_bundle(app, bundle)
 
 
@@ -279,7 +292,20 @@ def serve_runner(app: Flask, runner: ModelRunner) -> None:
     for served in runner.served:
         served.monitor = input_monitor(served)
         MODEL_INFO.labels(served.name, str(served.number), served.runtime).set(1)
+    attach_shadow(state, runner)
     fit_body_limit(app)
+
+
+def attach_shadow(state: ServingState, runner: ModelRunner) -> None:
+    """Give each version of ``runner``'s model the shadow its rollout names, if any."""
+    rollout = runner.bundle.rollout
+    shadow = next((s for s in runner.served if s.number == rollout.shadow), None)
+    for served in runner.served:
+        copies = state.shadows
+        if shadow is None or served is shadow or copies is None:
+            served.shadow = None
+        else:
+            served.shadow = (shadow, rollout.sample, copies)
 
 
 def forget_runner(app: Flask, name: str) -> None:
@@ -398,7 +424,7 @@ def served_runner(
         abort(404, message=model_missing.format(name=cut(name), served=listed(state.names)))
     if version is None:
         return routed(runner) if route else runner
-    labels = runner.bundle.labels
+    labels = runner.bundle.rollout.labels
     number = str(labels[version]) if version in labels else version
     for served in runner.served:
         if number == str(served.number):
@@ -416,11 +442,14 @@ ROUTING_KEY = "X-Routing-Key"
 
 def routed(runner: ModelRunner) -> ModelRunner:
     """The version of ``runner``'s model that answers a request naming none: by the model's
-    weights, sticky by the request's routing key (else drawn at random); the newest
-    version without weights."""
-    weights = runner.bundle.weights
+    weights, sticky by the request's routing key (else drawn at random); without weights
+    the newest version that is not the shadow."""
+    rollout = runner.bundle.rollout
+    weights = rollout.weights
     if not weights:
-        return runner
+        if rollout.shadow != runner.number:
+            return runner
+        return next(served for served in runner.served if served.number != rollout.shadow)
     key = request.headers.get(ROUTING_KEY) if has_request_context() else g.get("routing_key")
     point = zlib.crc32(key.encode("utf-8", "surrogatepass")) % 100 if key else random.randrange(100)
     chosen = runner.number

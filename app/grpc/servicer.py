@@ -10,6 +10,7 @@ Triton answers, and as tritonclient reads FP32 outputs).
 """
 
 import functools
+import json
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from werkzeug.exceptions import HTTPException
 
-from app.core import control
+from app.core import control, rollouts
 from app.core.auth import bearer_matches
 from app.core.inference import (
     InvalidInput,
@@ -29,11 +30,19 @@ from app.core.inference import (
     output_bytes,
     tensors_to_inputs,
 )
-from app.core.metadata import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata, served_model
+from app.core.metadata import (
+    EXTENSIONS,
+    SERVER_NAME,
+    SERVER_VERSION,
+    model_metadata,
+    model_stats,
+    served_model,
+)
 from app.core.serving import ROUTING_KEY, serving_state
 from app.extensions import GRPC_REQUEST_SECONDS, GRPC_REQUESTS
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.quota import MemoryQuota
+from app.ops import statistics
 from app.ops.request_context import REQUEST_ID, request_ids
 from app.runtime.datatypes import DATATYPES
 
@@ -126,15 +135,16 @@ def rpc(method):
                 log.exception("gRPC %s failed", name)
                 code, message = grpc.StatusCode.INTERNAL, "Internal server error."
             finally:
+                extra = {"request_id": g.request_id}
+                inference = g.pop("inference", None)
+                if inference is not None and inference.started >= started:
+                    statistics.record(inference, started, code == grpc.StatusCode.OK)
+                    extra.update(model=inference.name, model_version=int(inference.version))
                 seconds = time.perf_counter() - started
                 GRPC_REQUESTS.labels(name, code.name).inc()
                 GRPC_REQUEST_SECONDS.labels(name).observe(seconds)
-                log.info(
-                    "gRPC %s %s",
-                    name,
-                    code.name,
-                    extra={"request_id": g.request_id, "duration_ms": round(seconds * 1e3, 3)},
-                )
+                extra["duration_ms"] = round(seconds * 1e3, 3)
+                log.info("gRPC %s %s", name, code.name, extra=extra)
             context.abort(code, message)
 
     return call
@@ -181,6 +191,7 @@ METHODS = {
     "RepositoryIndex": pb.RepositoryIndexRequest,
     "RepositoryModelLoad": pb.RepositoryModelLoadRequest,
     "RepositoryModelUnload": pb.RepositoryModelUnloadRequest,
+    "ModelStatistics": pb.ModelStatisticsRequest,
 }
 # The methods API_TOKEN guards, as it guards their REST routes.
 GUARDED = ("ModelInfer", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload")
@@ -274,8 +285,11 @@ class OpenInferenceServicer:
 
     @rpc
     def RepositoryModelLoad(self, request):
-        refuse_parameters(request, accepted=())
-        controlled(control.load, self.app, request.model_name)
+        refuse_parameters(request, accepted=("rollout",))
+        if "rollout" in request.parameters:  # A rollout change, not a load: its JSON object.
+            change_rollout(self.app, request.model_name, request.parameters["rollout"])
+        else:
+            controlled(control.load, self.app, request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @rpc
@@ -284,6 +298,27 @@ class OpenInferenceServicer:
         refuse_parameters(request, accepted=("unload_dependents",))
         controlled(control.unload, self.app, request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    @rpc
+    def ModelStatistics(self, request):
+        stats = model_stats(request.name or None, request.version or None)
+        return json_format.ParseDict(
+            stats, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
+        )
+
+
+def change_rollout(app: Flask, name: str, parameter) -> None:
+    try:
+        entry = json.loads(parameter.string_param)
+    except ValueError:
+        raise CallError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "The rollout parameter must be a JSON object in string_param.",
+        ) from None
+    try:
+        rollouts.change(app, name, entry)
+    except rollouts.RolloutError as error:
+        raise CallError(STATUS_CODES[error.status], error.message) from None
 
 
 def refuse_parameters(request, accepted: tuple[str, ...]) -> None:

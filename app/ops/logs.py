@@ -11,6 +11,8 @@ from flask import g, has_request_context
 from gunicorn.glogging import Logger
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+# WSGI environ keys where a request notes the model version that answered it.
+MODEL_ENVIRON, VERSION_ENVIRON = "model_server.model", "model_server.version"
 # Gunicorn access-log atoms copied into each access record, under our names.
 ACCESS_FIELDS = {
     "m": "method",
@@ -19,8 +21,11 @@ ACCESS_FIELDS = {
     "M": "duration_ms",
     "h": "remote_addr",
     "{x-request-id}o": "request_id",
+    # The model and version that answered an inference request (app/ops/request_context.py).
+    f"{{{MODEL_ENVIRON}}}e": "model",
+    f"{{{VERSION_ENVIRON}}}e": "model_version",
 }
-NUMERIC_FIELDS = {"status", "duration_ms"}
+NUMERIC_FIELDS = {"status", "duration_ms", "model_version"}
 ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
 
 
@@ -68,6 +73,8 @@ class AccessLogger(Logger):
             "m": method,
             "U": environ.get("PATH_INFO"),
             "{x-request-id}o": request_id,
+            f"{{{MODEL_ENVIRON}}}e": environ.get(MODEL_ENVIRON),
+            f"{{{VERSION_ENVIRON}}}e": environ.get(VERSION_ENVIRON),
         }
 
 

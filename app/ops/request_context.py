@@ -8,6 +8,8 @@ import time
 from flask import Flask, current_app, g, request
 
 from app.extensions import IN_FLIGHT, REQUEST_SECONDS, REQUESTS
+from app.ops import statistics
+from app.ops.logs import MODEL_ENVIRON, VERSION_ENVIRON
 
 # Printable ASCII without spaces, bounded: safe to echo and to log.
 REQUEST_ID = re.compile(r"[!-~]{1,128}")
@@ -106,6 +108,12 @@ def finish_response(response):
             endpoint, REQUEST_SECONDS.labels(endpoint)
         )
         timer.observe(time.perf_counter() - started)
+        inference = context.__dict__.pop("inference", None)
+        # The version that answered, this request: statistics, access line.
+        if inference is not None and inference.started >= started:
+            statistics.record(inference, started, response.status_code < 400)
+            environ = current.environ
+            environ[MODEL_ENVIRON], environ[VERSION_ENVIRON] = inference.name, inference.version
     return response
 
 

@@ -111,6 +111,8 @@ class ModelServerWorker(GeventWorker):
                 share(served)
         state.adopt = share
         state.body_deadline = body_deadline
+        if state.shadows is not None:  # A shadow's inferences: in a thread of their own.
+            state.shadows.offload, state.shadows.idle = inference_thread(), gevent.idle
 
     @staticmethod
     def call_later(seconds: float, function) -> None:

@@ -306,9 +306,7 @@ def load_newest(
     newest.skipped = bounded(failures, NOT_LOADING)
     newest.failure_count = len(failures)
     try:
-        newest.labels, newest.weights = policy.rollout(
-            [bundle.version.number for bundle in bundles]
-        )
+        newest.rollout = policy.rollout(bundles)
     except ValueError as error:  # The file does not hold together: what serves keeps serving.
         raise ModelLoadError(f"{model_dir}: {POLICY_FILE}: {error}") from None
     return newest

@@ -9,6 +9,7 @@ import numpy as np
 
 from app.runtime.artifact import CompiledModel, golden_mismatch
 from app.runtime.litert import LiteRTRuntime
+from app.runtime.rollout import Rollout
 from app.runtime.store import ModelVersion
 
 # The install that brings TensorFlow's runtime to the server (app/runtime/tensorflow_runtime.py).
@@ -60,10 +61,8 @@ class ModelBundle:
     shared_runtime: LiteRTRuntime | None = None
     # The older versions a repository's version policy serves beside this, newest first.
     older: list["ModelBundle"] = field(default_factory=list)
-    # The policy's rollout over the versions served: labels (name: version number), and
-    # the share of requests naming no version each version answers (number: percent).
-    labels: dict[str, int] = field(default_factory=dict)
-    weights: dict[int, int] = field(default_factory=dict)
+    # The policy's rollout over the versions served: labels, weights and a shadow.
+    rollout: Rollout = field(default_factory=Rollout)
 
     @property
     def served(self) -> list["ModelBundle"]:
@@ -140,6 +139,11 @@ class ModelRunner:
         self.monitor = None
         # The older versions a version policy serves beside this one, by number.
         self.older: dict[int, ModelRunner] = {}
+        # The last inference's seconds waiting for its turn and computing.
+        self.timings = (0.0, 0.0)
+        # Set in a worker when a shadow compares this version's inferences: the shadow's
+        # runner, its sample and the worker's queue of copies (app/core/shadow.py).
+        self.shadow = None
 
     @classmethod
     def build(cls, bundle: ModelBundle, threads: int = 1, full_check: bool = True):
@@ -230,10 +234,16 @@ class ModelRunner:
         One that should take OFFLOAD_SECONDS or more (by the loader's trials, for the
         numbers it is given) runs through ``offload`` when the worker sets one.
         """
+        asked = time.perf_counter()
         with self.turns:
+            started = time.perf_counter()
             if self.offload is not None and self.expected_seconds(inputs) >= OFFLOAD_SECONDS:
-                return self.offload(self._runtime, inputs)
-            return self._runtime(inputs)
+                outputs = self.offload(self._runtime, inputs)
+            else:
+                outputs = self._runtime(inputs)
+            # Read by the caller at once, while no other inference can have run (statistics).
+            self.timings = (started - asked, time.perf_counter() - started)
+            return outputs
 
     def predict(self, instances: np.ndarray) -> np.ndarray:
         """One float32 output per float32 input, for a one-number-in, one-number-out model."""

@@ -12,18 +12,22 @@ served answers a request that names none.
 
 Beside them, a rollout: ``labels`` name served versions (``{"stable": 1,
 "canary": 2}``, TensorFlow Serving's version labels: names, never numbers),
-and ``weights`` share the requests that name no version between labels or
-version numbers (``{"stable": 90, "canary": 10}``, adding up to 100)::
+``weights`` share the requests that name no version between labels or
+version numbers (``{"stable": 90, "canary": 10}``, adding up to 100), and a
+``shadow`` version (a number or label) gets a copy of a ``sample`` of the
+model's inferences, to compare (app/core/shadow.py)::
 
-    {"lin": {"specific": [1, 2], "labels": {"stable": 1, "canary": 2},
-             "weights": {"stable": 90, "canary": 10}}}
+    {"lin": {"specific": [1, 2, 3], "labels": {"stable": 1, "canary": 2},
+             "weights": {"stable": 90, "canary": 10},
+             "shadow": {"version": 3, "sample": 1.0}}}
 """
 
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from app.runtime.model import ModelLoadError
+from app.runtime.model import ModelBundle, ModelLoadError
+from app.runtime.rollout import Rollout
 from app.runtime.store import ModelVersion, read_json_object
 
 POLICY_FILE = "version_policy.json"
@@ -34,35 +38,58 @@ MAX_SERVED_VERSIONS = 10
 # A label: a name, never a number, that an URL path segment carries as it is.
 LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 SHARES = ("latest", "specific")
-ROLLOUT = ("labels", "weights")
+ROLLOUT = ("labels", "weights", "shadow")
 
 
 @dataclass(frozen=True)
 class VersionPolicy:
     """``latest`` newest versions, or exactly the ``specific`` ones when it names any; and
-    the labels and weights of a rollout among them."""
+    the labels, weights and shadow of a rollout among them."""
 
     latest: int = 1
     specific: tuple[int, ...] = ()
     labels: tuple[tuple[str, int], ...] = ()
     weights: tuple[tuple[str, int], ...] = ()
+    shadow: tuple[str, float] | None = None
 
-    def rollout(self, served: list[int]) -> tuple[dict[str, int], dict[int, int]]:
-        """The labels (name: version) and weights (version: percent) over the ``served``
-        versions; ``ValueError`` for a label or weight on a version not served."""
+    def rollout(self, served: list[ModelBundle]) -> Rollout:
+        """The rollout over the ``served`` versions; ``ValueError`` for a label, weight or
+        shadow on a version not served, or a shadow whose tensors differ."""
+        numbers = [bundle.version.number for bundle in served]
         labels = dict(self.labels)
         for label, number in labels.items():
-            if number not in served:
+            if number not in numbers:
                 raise ValueError(f"label {label!r} names version {number}, which is not served")
-        weights: dict[int, int] = {}
-        for key, percent in self.weights:
+
+        def number_of(key: str, what: str) -> int:
             number = int(key) if key.isdigit() else labels.get(key)
             if number is None:
-                raise ValueError(f"weights name {key!r}, which is neither a label nor a version")
-            if number not in served:
-                raise ValueError(f"weights name version {number}, which is not served")
+                raise ValueError(f"{what} {key!r}, which is neither a label nor a version")
+            if number not in numbers:
+                raise ValueError(f"{what} version {number}, which is not served")
+            return number
+
+        weights: dict[int, int] = {}
+        for key, percent in self.weights:
+            number = number_of(key, "weights name")
             weights[number] = weights.get(number, 0) + percent
-        return labels, {number: percent for number, percent in weights.items() if percent}
+        weights = {number: percent for number, percent in weights.items() if percent}
+        if self.shadow is None:
+            return Rollout(labels, weights)
+        shadow = number_of(self.shadow[0], "shadow names")
+        if weights.get(shadow):
+            raise ValueError(f"the shadow, version {shadow}, also answers by the weights")
+        if len(numbers) < 2:
+            raise ValueError(f"the shadow, version {shadow}, is the only version served")
+        shadowed = next(bundle for bundle in served if bundle.version.number == shadow)
+        for bundle in served:
+            problem = tensors_differ(shadowed, bundle)
+            if problem:
+                raise ValueError(
+                    f"the shadow, version {shadow}, cannot be compared with version "
+                    f"{bundle.version.number}: {problem}"
+                )
+        return Rollout(labels, weights, shadow, self.shadow[1])
 
     def candidates(self, versions: list[ModelVersion]) -> tuple[list[ModelVersion], list[int]]:
         """The versions to try, newest first, and the numbers it names that are absent."""
@@ -90,7 +117,11 @@ class VersionPolicy:
         if len(kinds) > 1 or not kinds and not value.keys() & set(ROLLOUT):
             raise ValueError(shape)
         bound = f"1 to MAX_SERVED_VERSIONS={MAX_SERVED_VERSIONS}"
-        policy = cls(labels=_labels(name, value.get("labels")), weights=_weights(name, value))
+        policy = cls(
+            labels=_labels(name, value.get("labels")),
+            weights=_weights(name, value),
+            shadow=_shadow(name, value.get("shadow")),
+        )
         if "latest" in value:
             argument = value["latest"]
             if not _count(argument) or not 1 <= argument <= MAX_SERVED_VERSIONS:
@@ -144,6 +175,45 @@ def _weights(name: str, value: dict) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(weights.items()))
 
 
+def _shadow(name: str, shadow) -> tuple[str, float] | None:
+    if shadow is None:
+        return None
+    shape = isinstance(shadow, dict) and shadow.keys() <= {"version", "sample"}
+    version = shadow.get("version") if shape else None
+    sample = shadow.get("sample", 1.0) if shape else None
+    if (
+        not shape
+        or not (_count(version) and version > 0 or isinstance(version, str) and _label(version))
+        or not isinstance(sample, int | float)
+        or isinstance(sample, bool)
+        or not 0 < sample <= 1
+    ):
+        raise ValueError(
+            f'{name!r}: shadow must be {{"version": N or a label, "sample": a share in (0, 1]}}'
+        )
+    return str(version), float(sample)
+
+
+def tensors_differ(shadow: ModelBundle, other: ModelBundle) -> str | None:
+    """Why ``shadow`` cannot take ``other``'s inputs and give outputs to compare with its
+    own, in order (dtypes and shapes beside the batch; names may differ), or None."""
+    for kind in ("inputs", "outputs"):
+        mine = [(s.dtype, s.feature_shape) for s in getattr(shadow.compiled, kind)]
+        theirs = [(s.dtype, s.feature_shape) for s in getattr(other.compiled, kind)]
+        if mine != theirs:
+            number = other.version.number
+            return f"its {kind} are {_listed(mine)}, version {number}'s {_listed(theirs)}"
+    return None
+
+
+def _label(value: str) -> bool:
+    return LABEL.fullmatch(value) is not None
+
+
+def _listed(specs: list) -> str:
+    return ", ".join(f"{dtype}{list(shape)}" for dtype, shape in specs)
+
+
 LATEST = VersionPolicy()
 
 
@@ -158,5 +228,17 @@ def read_policies(root: Path) -> dict[str, VersionPolicy]:
     try:
         entries = read_json_object(path) or {}
         return {name: VersionPolicy.parse(name, value) for name, value in entries.items()}
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: {error}") from None
+
+
+def read_model_policy(model_dir: Path, name: str) -> VersionPolicy:
+    """A single model's policy: ``<model_dir>/version_policy.json`` holds its entry itself
+    (``{"latest": 2, "labels": ...}``); the newest version without the file (or with ``{}``).
+    ``ModelLoadError`` when it is not such an entry."""
+    path = Path(model_dir) / POLICY_FILE
+    try:
+        entry = read_json_object(path)
+        return VersionPolicy.parse(name, entry) if entry else LATEST
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"{path}: {error}") from None

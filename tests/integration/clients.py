@@ -15,10 +15,12 @@ PREDICT = {"instances": [10, 2]}
 class RequestStream:
     """Posts predictions back to back in a thread, recording versions and failures."""
 
-    def __init__(self, url: str, path: str = "/predict", body: dict = PREDICT, keep_alive=False):
+    def __init__(
+        self, url: str, path: str = "/predict", body: dict = PREDICT, keep_alive=False, headers=None
+    ):
         """``keep_alive``: one connection reused as long as the server keeps it (a Session)."""
         self.url, self.versions, self.failures = url, [], []
-        self.path, self.body = path, body
+        self.path, self.body, self.headers = path, body, headers
         self._client = requests.Session() if keep_alive else requests
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -26,7 +28,9 @@ class RequestStream:
     def _run(self):
         while not self._stop.is_set():
             try:
-                response = self._client.post(f"{self.url}{self.path}", json=self.body, timeout=10)
+                response = self._client.post(
+                    f"{self.url}{self.path}", json=self.body, headers=self.headers, timeout=10
+                )
             except requests.RequestException as error:
                 self.failures.append(repr(error))
                 continue

@@ -231,10 +231,19 @@ def triton_stream(target: str, threads: int = 4) -> dict:
     return {"versions": versions, "failures": failures}
 
 
+def triton_statistics(target: str, model: str, version: str = "") -> dict:
+    """tritonclient.grpc's get_inference_statistics, as JSON."""
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(target)
+    return client.get_inference_statistics(model, version, as_json=True)
+
+
 CLIENTS = {
     function.__name__: function
     for function in (
         triton_linear,
+        triton_statistics,
         triton_index,
         triton_control,
         triton_aio_multi,

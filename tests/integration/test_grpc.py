@@ -50,7 +50,11 @@ def test_tritonclient_gets_health_metadata_and_raw_predictions(server, keras_mod
     assert answer["metadata"]["versions"] == ["1"]
     assert answer["metadata"]["platform"] == "litert_tflite"
     assert answer["metadata"]["inputs"] == [{"name": "x", "datatype": "FP32", "shape": ["-1", "1"]}]
-    assert answer["server"]["extensions"] == ["binary_tensor_data", "model_repository"]
+    assert answer["server"]["extensions"] == [
+        "binary_tensor_data",
+        "model_repository",
+        "statistics",
+    ]
     expected = keras_model.predict(np.array(values).reshape(-1, 1), verbose=0)
     np.testing.assert_allclose(answer["y"], expected, rtol=RTOL, atol=ATOL)
     assert answer["response"]["id"] == "grpc-1" and answer["response"]["model_version"] == "1"

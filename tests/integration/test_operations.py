@@ -26,7 +26,10 @@ def test_metrics_add_up_requests_from_both_workers(store, make_server):
     values = metric_values(server.url)
     predict = (("endpoint", "/predict"), ("method", "POST"), ("status", "200"))
     assert values[("model_server_http_requests_total", predict)] == count
-    assert values[("model_server_prediction_batch_size_sum", (("model", "linear"),))] == 2 * count
+    assert (
+        values[("model_server_prediction_batch_size_sum", (("model", "linear"), ("version", "1")))]
+        == 2 * count
+    )
     # The master loads once; workers build from what it loaded.
     assert values[("model_server_model_load_duration_seconds_count", ())] == 1
 

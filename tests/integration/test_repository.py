@@ -179,7 +179,12 @@ def test_metrics_count_inferences_by_model(repository_server):
             f"{repository_server.url}/predict/linear", json={"instances": [1.0, 2.0]}, timeout=5
         )
     counts = metric_values(repository_server.url)
-    assert counts[("model_server_prediction_batch_size_count", (("model", "linear"),))] >= 3
+    assert (
+        counts[
+            ("model_server_prediction_batch_size_count", (("model", "linear"), ("version", "1")))
+        ]
+        >= 3
+    )
     served = {labels for (name, labels) in counts if name == "model_server_model_info"}
     assert {dict(labels)["name"] for labels in served} >= {"linear", "multi", *ZOO_MODELS}
 

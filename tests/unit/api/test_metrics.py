@@ -28,7 +28,7 @@ def test_requests_batch_sizes_and_latency_are_counted(client):
         client.post("/predict", json={"instances": [1, 2, 3, 4]})
     after = samples(client)
     assert predict_count(after) - predict_count(before) == 3
-    batch_sum = ("model_server_prediction_batch_size_sum", (("model", "linear"),))
+    batch_sum = ("model_server_prediction_batch_size_sum", (("model", "linear"), ("version", "1")))
     assert after[batch_sum] - before.get(batch_sum, 0) == 12
     latency = ("model_server_http_request_duration_seconds_count", (("endpoint", "/predict"),))
     assert after[latency] - before.get(latency, 0) == 3

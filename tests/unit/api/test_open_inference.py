@@ -16,7 +16,7 @@ def test_server_metadata_and_health(client):
     assert client.get("/v2").json == {
         "name": "model-server",
         "version": "1.0.0",
-        "extensions": ["binary_tensor_data", "model_repository"],
+        "extensions": ["binary_tensor_data", "model_repository", "statistics"],
     }
     assert client.get("/v2/health/live").json == {"live": True}
     assert client.get("/v2/health/ready").json == {"ready": True}

@@ -1,7 +1,7 @@
 """The multiprocess metrics directory: bounded in files, exact in totals.
 
-prometheus_client gives each worker its own counter and histogram files, and
-they outlive the worker: after a few hundred reloads ``/metrics`` read
+prometheus_client gives each worker its own counter, histogram and max-gauge
+files, and they outlive the worker: after a few hundred reloads ``/metrics`` read
 hundreds of files. When a worker dies, the master folds its counts into one
 ``*_retired.db`` file per type and removes its files, under an exclusive lock
 that ``/metrics`` takes shared, so a scrape never sees a count twice or not at all.
@@ -15,8 +15,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.mmap_dict import MmapedDict
 
-# Types whose values are summed over processes; live gauges go with their process.
-SUMMED_TYPES = ("counter", "histogram")
+# Types whose values outlive their process, and how a dead one's fold into the retired
+# total: counters and histograms add up, a "max" gauge (a last-seen time) keeps the larger.
+# Live gauges go with their process.
+FOLDED_TYPES = {"counter": float.__add__, "histogram": float.__add__, "gauge_max": max}
 LOCK_FILE = ".lock"
 # A live gauge's file names its process: gauge_livesum_1234.db.
 LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
@@ -41,11 +43,12 @@ def reset(directory) -> None:
 
 
 def retire(directory, pid: int) -> None:
-    """Fold a dead process's counters and histograms into the retired totals; drop its files."""
+    """Fold a dead process's counters, histograms and max gauges into the retired totals;
+    drop its files."""
     multiprocess.mark_process_dead(pid, str(directory))
     directory = Path(directory)
     with locked(directory, exclusive=True):
-        for kind in SUMMED_TYPES:
+        for kind, fold in FOLDED_TYPES.items():
             dead = directory / f"{kind}_{pid}.db"
             if not dead.exists():
                 continue
@@ -53,7 +56,7 @@ def retire(directory, pid: int) -> None:
             try:
                 for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(dead)):
                     total, _ = retired.read_value(key)
-                    retired.write_value(key, total + value, timestamp)
+                    retired.write_value(key, fold(float(total), float(value)), timestamp)
             finally:
                 retired.close()
             dead.unlink()

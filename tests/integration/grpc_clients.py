@@ -231,6 +231,34 @@ def triton_stream(target: str, threads: int = 4) -> dict:
     return {"versions": versions, "failures": failures}
 
 
+def triton_versioned(target: str, model: str, version: str, x: float) -> list:
+    """One inference naming ``version`` (a number or a label) with tritonclient.grpc: the
+    version the answer names, and its output."""
+    import tritonclient.grpc as triton
+
+    client = triton.InferenceServerClient(target)
+    result = client.infer(model, [triton_input(triton, "x", [[x]])], model_version=version)
+    response = result.get_response(as_json=True)
+    return [response["model_version"], result.as_numpy(response["outputs"][0]["name"]).tolist()]
+
+
+def kserve_versioned(target: str, model: str, version: str, x: float) -> list:
+    """The same with KServe's InferenceGRPCClient."""
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    async def call():
+        client = InferenceGRPCClient(target)
+        try:
+            tensor = InferInput("x", [1, 1], "FP32")
+            tensor.set_data_from_numpy(np.array([[x]], np.float32))
+            return await client.infer(InferRequest(model, [tensor], model_version=version))
+        finally:
+            await client.close()
+
+    result = asyncio.run(call())
+    return [result.model_version, result.outputs[0].as_numpy().tolist()]
+
+
 def triton_statistics(target: str, model: str, version: str = "") -> dict:
     """tritonclient.grpc's get_inference_statistics, as JSON."""
     import tritonclient.grpc as triton
@@ -244,6 +272,8 @@ CLIENTS = {
     for function in (
         triton_linear,
         triton_statistics,
+        triton_versioned,
+        kserve_versioned,
         triton_index,
         triton_control,
         triton_aio_multi,

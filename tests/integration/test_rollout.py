@@ -11,13 +11,16 @@ import signal
 from collections import Counter
 
 import grpc
+import numpy as np
 import pytest
 import requests
+import tritonclient.http as triton_http
 
 from app.grpc import open_inference_pb2 as pb
 from tests.conftest import save_version
 from tests.integration.clients import oip_call, wait_for
 from tests.integration.conftest import start
+from tests.integration.grpc_clients import client
 from tests.models import scaled_linear
 
 ROLLOUT = {
@@ -67,6 +70,18 @@ def test_a_label_names_its_version_on_every_api(server):
     request.inputs.add(name="x", datatype="FP32", shape=[1, 1]).contents.fp32_contents.append(2)
     reply = oip_call(server.grpc_target, "ModelInfer", request, pb.ModelInferResponse)
     assert reply.model_version == "2"
+
+
+def test_tritonclient_and_the_kserve_sdk_take_a_label_where_they_take_a_version(server):
+    http = triton_http.InferenceServerClient(server.url.removeprefix("http://"))
+    tensor = triton_http.InferInput("x", [1, 1], "FP32")
+    tensor.set_data_from_numpy(np.array([[2.0]], np.float32))
+    result = http.infer("scaled", [tensor], model_version="canary")
+    assert result.get_response()["model_version"] == "2"
+    for name in ("triton_versioned", "kserve_versioned"):
+        answer = client(name, target=server.grpc_target, model="scaled", version="canary", x=2.0)
+        assert answer == ["2", [[4.0]]], name
+    assert http.is_model_ready("scaled", "stable") and not http.is_model_ready("scaled", "beta")
 
 
 @pytest.mark.parametrize(

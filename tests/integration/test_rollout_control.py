@@ -19,7 +19,7 @@ import tritonclient.http as triton_http
 
 from app.grpc import open_inference_pb2 as pb
 from tests.conftest import save_version
-from tests.integration.clients import RequestStream, oip_call, wait_for
+from tests.integration.clients import RequestStream, metric_values, oip_call, wait_for
 from tests.integration.conftest import start
 from tests.integration.grpc_clients import client
 from tests.models import classifier, scaled_linear
@@ -236,3 +236,24 @@ def test_a_single_model_takes_its_rollout_from_the_file_beside_its_versions(tmp_
     assert all(versions == {"2"} for versions in seen.values()), seen
     written = json.loads((model_dir / "version_policy.json").read_text())
     assert written == {"latest": 2, "labels": {"stable": 2}, "weights": {"stable": 100}}
+
+
+def test_a_shadow_starts_and_stops_with_one_call(server):
+    def copies():
+        values = metric_values(server.url)
+        return sum(
+            value
+            for (name, labels), value in values.items()
+            if name == "model_server_shadow_copies_total" and ("shadow", "3") in labels
+        )
+
+    assert change(server, {"weights": {"1": 100}, "shadow": {"version": 3}}).ok
+    before = copies()
+    seen = answers(server, count=20)
+    assert all(versions == {"1"} for versions in seen.values()), seen
+    wait_for(lambda: copies() - before == 20, timeout=10)
+    assert change(server, {"weights": {"1": 100}}).ok
+    stopped = copies()
+    answers(server, count=20)
+    time.sleep(0.5)
+    assert copies() == stopped

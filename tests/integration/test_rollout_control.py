@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+from contextlib import ExitStack
 
 import grpc
 import pytest
@@ -104,12 +105,14 @@ def test_a_control_call_moves_labels_and_weights_on_every_worker_before_it_answe
 
 
 def test_twenty_switches_under_load_fail_no_request_and_each_is_in_force_at_its_answer(server):
-    streams = [
+    streams = [  # c16, as the issue measures it.
         RequestStream(server.url, "/predict/scaled", {"instances": [1.0]}, True, AUTHORIZED)
-        for _ in range(4)
+        for _ in range(16)
     ]
     answered_in = []
-    with streams[0], streams[1], streams[2], streams[3]:
+    with ExitStack() as running:
+        for stream in streams:
+            running.enter_context(stream)
         for switch in range(20):
             version = "2" if switch % 2 else "1"  # A promotion, then a rollback, ...
             started = time.monotonic()

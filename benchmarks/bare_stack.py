@@ -19,6 +19,8 @@ from flask import Flask
 from flask.views import MethodView
 from flask_smorest import Api, Blueprint
 
+from benchmarks.litert_call import LiteRTCall
+
 blp = Blueprint("bare", __name__)
 
 
@@ -26,29 +28,7 @@ class PredictSchema(ma.Schema):
     instances = ma.fields.List(ma.fields.Float(allow_nan=False), required=True)
 
 
-class Runner:
-    """One LiteRT interpreter, built in the worker at its first request (never before a fork)."""
-
-    def __init__(self, path: str):
-        self.path, self.interpreter = path, None
-
-    def __call__(self, instances: np.ndarray) -> np.ndarray:
-        if self.interpreter is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            self.interpreter = Interpreter(model_path=self.path, num_threads=1)
-            self.interpreter.allocate_tensors()
-        interpreter = self.interpreter
-        (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-        if tuple(source["shape"]) != instances.shape:
-            interpreter.resize_tensor_input(source["index"], instances.shape)
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(source["index"], instances)
-        interpreter.invoke()
-        return interpreter.get_tensor(target["index"])
-
-
-RUNNER = Runner(os.environ.get("MODEL_TFLITE", "models/linear/1/model.tflite"))
+RUNNER = LiteRTCall(os.environ.get("MODEL_TFLITE", "models/linear/1/model.tflite"))
 
 
 @blp.route("/health/live")

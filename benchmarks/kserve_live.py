@@ -11,29 +11,19 @@ import sys
 import kserve
 import numpy as np
 
+from benchmarks.litert_call import LiteRTCall
+
 
 class Linear(kserve.Model):
     def __init__(self, flatbuffer: str | None):
         super().__init__("linear")
-        self.flatbuffer = flatbuffer
-        self.interpreter = None
+        # Built in the uvicorn worker at the first call, never before its fork.
+        self.call = LiteRTCall(flatbuffer)
         self.ready = True
 
     def predict(self, payload, headers=None, response_headers=None):
-        if self.interpreter is None:  # In the uvicorn worker, never before its fork.
-            from ai_edge_litert.interpreter import Interpreter
-
-            self.interpreter = Interpreter(model_path=self.flatbuffer, num_threads=1)
-            self.interpreter.allocate_tensors()
-        interpreter = self.interpreter
         instances = np.asarray(payload["instances"], dtype=np.float32).reshape(-1, 1)
-        (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-        if tuple(source["shape"]) != instances.shape:
-            interpreter.resize_tensor_input(source["index"], instances.shape)
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(source["index"], instances)
-        interpreter.invoke()
-        return {"predictions": interpreter.get_tensor(target["index"]).reshape(-1).tolist()}
+        return {"predictions": self.call(instances).reshape(-1).tolist()}
 
 
 if __name__ == "__main__":

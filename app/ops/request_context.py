@@ -108,7 +108,7 @@ def finish_response(response):
             endpoint, REQUEST_SECONDS.labels(endpoint)
         )
         timer.observe(time.perf_counter() - started)
-        inference = context.__dict__.pop("inference", None)
+        inference = context.pop("inference", None)
         # The version that answered, this request: statistics, access line.
         if inference is not None and inference.started >= started:
             statistics.record(inference, started, response.status_code < 400)

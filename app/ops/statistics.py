@@ -37,6 +37,16 @@ class Inference:
 
 # Each version's counters, looked up once: this runs on every inference request.
 _children: dict[tuple[str, str], tuple] = {}
+_batch_sizes: dict[tuple[str, str], object] = {}
+
+
+def batch_size(name: str, version: str):
+    """The version's batch-size histogram, looked up once."""
+    key = (name, version)
+    child = _batch_sizes.get(key)
+    if child is None:
+        child = _batch_sizes[key] = BATCH_SIZE.labels(name, version)
+    return child
 
 
 def record(inference: Inference, request_started: float, ok: bool) -> None:

@@ -231,7 +231,7 @@ def post_worker_init(worker):
         # Imported here, in the worker: gRPC never starts in the master before a fork.
         from app.grpc.server import GrpcServer
 
-        worker.grpc_server = GrpcServer(worker.wsgi, _settings.GRPC_BIND)
+        worker.grpc_server = GrpcServer(worker.wsgi, _settings.GRPC_BIND, call_later)
         worker.grpc_server.start()
     handover.announce(worker.age)
     # How long a worker a reload replaces serves on, waiting for a newer one to serve.

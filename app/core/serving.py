@@ -67,6 +67,8 @@ class ServingState:
     # How long a request body may take to arrive, as a context manager around
     # the read; only the gevent worker can bound a whole read (app/ops/worker.py).
     body_deadline: Callable[[float], AbstractContextManager] = lambda seconds: nullcontext()
+    # Called once a load or unload has fitted the body limit: gRPC's bounds follow it.
+    limits_changed: Callable[[], None] = lambda: None
 
     @property
     def ready(self) -> bool:
@@ -330,6 +332,7 @@ def fit_body_limit(app: Flask) -> None:
         ),
         default=app.config["MAX_CONTENT_LENGTH"],
     )
+    serving_state(app).limits_changed()
 
 
 def input_monitor(runner: ModelRunner) -> InputMonitor:

@@ -6,6 +6,7 @@ HTTP, and a reload's new workers serve the port before the old ones leave.
 Imported in workers only: gRPC never runs in the master before the fork.
 """
 
+import logging
 import time
 from concurrent import futures
 
@@ -17,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from app.core.serving import serving_state
 from app.grpc.quota import STREAMS_PER_CONNECTION, MemoryQuota, quota_bytes
 from app.grpc.servicer import METHODS, OpenInferenceServicer
+
+log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 # Calls one worker handles at once (greenlets under gevent); grpcio refuses
@@ -32,25 +35,32 @@ HOLD_SECONDS = 0.05
 
 
 class GrpcServer:
-    """One worker's gRPC server: the Open Inference Protocol and grpc.health.v1."""
+    """One worker's gRPC server: the Open Inference Protocol and grpc.health.v1.
 
-    def __init__(self, app: Flask, address: str):
+    Its bounds (the largest message, the memory quota) follow the models the
+    worker serves. grpcio fixes a server's bounds when it is made, so when a load
+    or unload changes them, a server with the new bounds starts on the same port
+    (SO_REUSEPORT) and the old one closes as a stopping worker's does: the calls
+    it holds finish, its clients are sent to the new one.
+    """
+
+    def __init__(self, app: Flask, address: str, call_later):
         if monkey.is_module_patched("socket"):
-            # The gevent worker: gRPC's completion queue must yield to the loop.
-            from grpc.experimental import gevent as grpc_gevent
+            init_gevent()
+        self.app, self.address, self.call_later = app, address, call_later
+        self.draining = False
+        self.bounds = call_bounds(app)
+        self.server, self.servicer, self.health = self._build(*self.bounds)
 
-            grpc_gevent.init_gevent()
-        config = app.config
-        limit = config["MAX_CONTENT_LENGTH"]
-        served = [each for runner in serving_state(app).runners.values() for each in runner.served]
-        largest_call = max(limit, *(largest_answer_bytes(runner) for runner in served))
+    def _build(self, message_limit: int, largest_call: int):
+        config = self.app.config
         idle_ms = config["GUNICORN_KEEPALIVE"] * 1000
-        self.server = grpc.server(
+        server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=CONCURRENT_CALLS),
             maximum_concurrent_rpcs=CONCURRENT_CALLS,
             options=[
                 # The same bound as an HTTP body: a bigger message is RESOURCE_EXHAUSTED.
-                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_receive_message_length", message_limit),
                 ("grpc.so_reuseport", 1),
                 ("grpc.max_connection_age_ms", CONNECTION_AGE_SECONDS * 1000),
                 ("grpc.max_connection_age_grace_ms", 30_000),
@@ -63,46 +73,108 @@ class GrpcServer:
                 ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
             ],
         )
-        self.quota = MemoryQuota(quota_bytes(largest_call))
-        servicer = self.servicer = OpenInferenceServicer(app, self.quota, largest_call)
+        quota = MemoryQuota(quota_bytes(largest_call))
+        servicer = OpenInferenceServicer(self.app, quota, message_limit, largest_call)
         # Stream handlers: each method reads its one message itself (app/grpc/servicer.py).
         handlers = {
             name: grpc.stream_unary_rpc_method_handler(getattr(servicer, name)) for name in METHODS
         }
-        self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
-        )
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        if not self.server.add_insecure_port(address):
-            raise RuntimeError(f"gRPC cannot listen on {address}")
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        if not server.add_insecure_port(self.address):
+            raise RuntimeError(f"gRPC cannot listen on {self.address}")
+        return server, servicer, health_servicer
 
     def start(self) -> None:
-        self.server.start()
+        self._start(self.server, self.health)
+        serving_state(self.app).limits_changed = self.follow
+
+    def _start(self, server, health_servicer) -> None:
+        server.start()
         for service in ("", SERVICE):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.draining:
+            health_servicer.enter_graceful_shutdown()
+
+    def follow(self) -> None:
+        """After a load or unload: serve with the bounds the models now served need."""
+        bounds = call_bounds(self.app)
+        if bounds == self.bounds:
+            return
+        # Soon, not here: this runs inside a call the old server holds.
+        self.bounds = bounds
+        self.call_later(0, self._replace)
+
+    def _replace(self) -> None:
+        if self.bounds == self.servicer.bounds:  # A later change went back.
+            return
+        old = self.server, self.servicer
+        try:
+            built = self._build(*self.bounds)
+            self._start(built[0], built[2])
+        except Exception:  # The old server serves on, with its bounds.
+            log.exception(
+                "gRPC could not start with bounds %s; it serves with %s", self.bounds, old[1].bounds
+            )
+            self.bounds = old[1].bounds
+            return
+        self.server, self.servicer, self.health = built
+        log.info(
+            "gRPC takes messages up to %s bytes (a call holds up to %s) from now on",
+            *(f"{bound:,}" for bound in self.bounds),
+        )
+        close_server(*old, self.app.config["GUNICORN_GRACEFUL_TIMEOUT"])
 
     def drain(self) -> None:
         """Tell health checks this worker is leaving; calls are still answered."""
+        self.draining = True
         self.health.enter_graceful_shutdown()
 
     def close(self, grace: float) -> None:
         """Stop listening and send clients away; return once the calls in flight are
-        done (``grace`` seconds at most).
+        done (``grace`` seconds at most)."""
+        close_server(self.server, self.servicer, grace)
 
-        gRPC's shutdown cancels every call that has arrived but not yet reached a
-        handler; under load a few always have. So calls are held at the door
-        first, which lets every arrived call reach a handler, and let through
-        once the shutdown has begun: clients then see only answers.
-        """
-        self.servicer.admitting.clear()
-        time.sleep(HOLD_SECONDS)
-        stopped = self.server.stop(grace)
-        self.servicer.admitting.set()
-        stopped.wait(grace)
-        # The event is set once the last handler returns; its answer can still be
-        # in gRPC's buffers, and exiting at once cancelled about 1 call in 6,000.
-        time.sleep(0.2)
+
+def close_server(server, servicer: OpenInferenceServicer, grace: float) -> None:
+    """Stop ``server`` listening and send its clients away; return once its calls in
+    flight are done (``grace`` seconds at most).
+
+    gRPC's shutdown cancels every call that has arrived but not yet reached a
+    handler; under load a few always have. So calls are held at the door
+    first, which lets every arrived call reach a handler, and let through
+    once the shutdown has begun: clients then see only answers.
+    """
+    servicer.admitting.clear()
+    time.sleep(HOLD_SECONDS)
+    stopped = server.stop(grace)
+    servicer.admitting.set()
+    stopped.wait(grace)
+    # The event is set once the last handler returns; its answer can still be
+    # in gRPC's buffers, and exiting at once cancelled about 1 call in 6,000.
+    time.sleep(0.2)
+
+
+def init_gevent() -> None:
+    """The gevent worker: gRPC's completion queue must yield to the loop (once a process)."""
+    global _gevent_ready
+    if not _gevent_ready:
+        from grpc.experimental import gevent as grpc_gevent
+
+        grpc_gevent.init_gevent()
+        _gevent_ready = True
+
+
+_gevent_ready = False
+
+
+def call_bounds(app: Flask) -> tuple[int, int]:
+    """The largest message a call may send (the HTTP body limit, which follows the models
+    served) and the largest message or answer a call may hold."""
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    served = [each for runner in serving_state(app).runners.values() for each in runner.served]
+    return limit, max(limit, *(largest_answer_bytes(runner) for runner in served))
 
 
 def largest_answer_bytes(runner) -> int:

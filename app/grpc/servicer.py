@@ -200,13 +200,17 @@ GUARDED = ("ModelInfer", "RepositoryIndex", "RepositoryModelLoad", "RepositoryMo
 class OpenInferenceServicer:
     """``inference.GRPCInferenceService`` for this worker's model."""
 
-    def __init__(self, app: Flask, quota: MemoryQuota, largest_call: int):
+    def __init__(self, app: Flask, quota: MemoryQuota, message_limit: int, largest_call: int):
         self.app = app
-        self.quota, self.largest_call = quota, largest_call
-        self.message_limit = app.config["MAX_CONTENT_LENGTH"]
+        self.quota, self.message_limit, self.largest_call = quota, message_limit, largest_call
         # Cleared while the server stops (app/grpc/server.py): calls wait before they start.
         self.admitting = threading.Event()
         self.admitting.set()
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The largest message a call may send, and the largest it may hold."""
+        return self.message_limit, self.largest_call
 
     def read_message(self, request_iterator) -> bytes:
         """The call's message, within BODY_TIMEOUT as an HTTP body: a client sending it

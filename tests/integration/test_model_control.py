@@ -5,17 +5,23 @@ refusals and the limits.
 Run alone with ``.venv/bin/pytest tests/integration/test_model_control.py``.
 """
 
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import grpc
 import numpy as np
 import pytest
 import requests
 
+from app.core.control import IDLE_POLL_SECONDS
 from app.grpc import open_inference_pb2 as pb
+from app.grpc.server import CONNECTION_AGE_SECONDS
 from app.runtime.compiler import tensor_specs
 from tests.conftest import save_version
 from tests.integration.clients import RequestStream, oip_call, wait_for
@@ -389,3 +395,63 @@ def test_the_token_guards_the_index_over_grpc_as_over_rest(repository, make_serv
         metadata=(("authorization", "Bearer secret"),),
     )
     assert "linear" in [model.name for model in answer.models]
+
+
+def infer_call(server, model: str, inputs: dict[str, np.ndarray]) -> pb.ModelInferResponse:
+    """One ``ModelInfer`` over a fresh channel, the tensors as raw bytes."""
+    request = pb.ModelInferRequest(model_name=model)
+    for name, array in inputs.items():
+        request.inputs.add(name=name, datatype="FP32", shape=array.shape)
+        request.raw_input_contents.append(np.ascontiguousarray(array, "<f4").tobytes())
+    return oip_call(server.grpc_target, "ModelInfer", request, pb.ModelInferResponse)
+
+
+def test_grpc_takes_the_messages_of_a_model_loaded_later_until_it_is_unloaded(
+    model_dir, zoo, tmp_path, make_server
+):
+    """grpcio fixes a server's message bound when it starts: each worker starts a server
+    with the bound the models it now serves need once it has taken up the change (at its
+    next request or call, or within IDLE_POLL_SECONDS), and no call fails meanwhile."""
+    root = tmp_path / "repository"
+    shutil.copytree(model_dir, root / "linear")
+    shutil.copytree(zoo["mobilenet"].model_dir, root / "mobilenet")
+    server = make_server(
+        None, MODEL_REPOSITORY=root, MODEL_CONTROL_MODE="explicit", MODEL_LOAD="linear"
+    )
+    keras_model = zoo["mobilenet"].keras
+    images = in_domain(keras_model, 2)  # 1.2 MB of float32: over linear's 1 MiB bound.
+    command = [sys.executable, "-m", "tests.integration.grpc_clients", "triton_stream"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as stream:
+        stream.stdin.write(json.dumps({"target": server.grpc_target}) + "\n")
+        stream.stdin.flush()
+        assert json.loads(stream.stdout.readline()) == {"started": True}
+        assert control(server, "load", "mobilenet", json={}).status_code == 200
+        time.sleep(IDLE_POLL_SECONDS + 0.5)
+        metadata = requests.get(f"{server.url}/v2/models/mobilenet", timeout=10).json()
+        (spec,) = metadata["inputs"]
+        (image_input,) = images.values()
+        # Every worker's new server: fresh channels reach both workers many times over.
+        for _ in range(12):
+            answer = infer_call(server, "mobilenet", {spec["name"]: image_input})
+            (output,) = answer.outputs
+            got = np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(output.shape)
+            want = keras_outputs(keras_model, images)[output.name]
+            assert_agrees({output.name: got}, {output.name: want})
+
+        assert control(server, "unload", "mobilenet").status_code == 200
+        time.sleep(IDLE_POLL_SECONDS + 0.5)
+        # The bound is linear's again, on every worker.
+        for _ in range(12):
+            with pytest.raises(grpc.RpcError) as refused:
+                infer_call(server, "linear", {"x": image_input.reshape(-1, 1)})
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in refused.value.details()
+            assert "1048576" in refused.value.details()
+        time.sleep(CONNECTION_AGE_SECONDS + 1)  # The stream's old connections are sent away.
+        stream.stdin.write("stop\n")
+        stream.stdin.flush()
+        result = json.loads(stream.stdout.readline())
+    assert result["failures"] == [], result["failures"][:3]
+    assert len(result["versions"]) > 100

@@ -18,6 +18,9 @@ EXTRA = "pip install 'model-server[tensorflow]' (the image: --build-arg SERVE_EX
 # An inference expected to take longer than this runs off the worker's event loop
 # (when the worker offers a thread): shorter ones cost less than the hand-over.
 OFFLOAD_SECONDS = 0.005
+# One expected to take this long or longer (and run on the loop) lets the loop take a
+# turn first: a probe then waits behind one such inference, not behind a round of them.
+TURN_SECONDS = 0.001
 
 
 class ModelLoadError(Exception):
@@ -133,8 +136,10 @@ class ModelRunner:
         # once; the gevent worker swaps in its turns (app/ops/worker.py).
         self.turns = threading.Lock()
         # Set by the gevent worker: ``offload(function, inputs)`` runs a long inference
-        # in a thread, so the worker's loop answers probes and heartbeats meanwhile.
+        # in a thread, so the worker's loop answers probes and heartbeats meanwhile;
+        # ``loop_turn()`` lets the connections ready now run before a shorter one.
         self.offload = None
+        self.loop_turn = None
         # Set in a worker that serves it: the input monitor (app/ops/monitoring.py).
         self.monitor = None
         # The older versions a version policy serves beside this one, by number.
@@ -232,12 +237,16 @@ class ModelRunner:
         """All outputs for float32 inputs in the signature's order, in one call.
 
         One that should take OFFLOAD_SECONDS or more (by the loader's trials, for the
-        numbers it is given) runs through ``offload`` when the worker sets one.
+        numbers it is given) runs through ``offload`` when the worker sets one; one of
+        TURN_SECONDS or more first waits for a ``loop_turn``.
         """
         asked = time.perf_counter()
         with self.turns:
+            expected = self.expected_seconds(inputs)
+            if self.loop_turn is not None and TURN_SECONDS <= expected < OFFLOAD_SECONDS:
+                self.loop_turn()
             started = time.perf_counter()
-            if self.offload is not None and self.expected_seconds(inputs) >= OFFLOAD_SECONDS:
+            if self.offload is not None and expected >= OFFLOAD_SECONDS:
                 outputs = self.offload(self._runtime, inputs)
             else:
                 outputs = self._runtime(inputs)

@@ -1,6 +1,11 @@
-"""The gevent worker's socket wrapper: an answer's head goes out with its body."""
+"""The gevent worker's socket wrapper (an answer's head goes out with its body) and its
+loop turn (connections the poll finds ready run first)."""
 
-from app.ops.worker import OneWrite
+import gevent
+import pytest
+from gevent import socket
+
+from app.ops.worker import OneWrite, loop_turn
 
 
 class RecordingSocket:
@@ -63,3 +68,33 @@ def test_a_head_that_cannot_be_sent_at_the_end_is_dropped_quietly():
     answer = OneWrite(GoneSocket())
     answer.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
     answer.flush()
+
+
+@pytest.mark.parametrize(
+    "turn, order",
+    [
+        (loop_turn, ["ready connection", "answered"]),
+        (gevent.sleep, ["answered", "ready connection"]),
+    ],
+    ids=["loop_turn", "sleep(0)"],
+)
+def test_a_loop_turn_lets_a_connection_the_poll_finds_ready_run_first(turn, order):
+    """An answered request's turn lets a client whose request just arrived go first;
+    ``sleep(0)`` did not, which left connections waiting on the poll behind it."""
+    seen = []
+    waiting, client = socket.socketpair()
+
+    def connection():
+        waiting.recv(1)  # Parked on the poll, as an idle keep-alive connection is.
+        seen.append("ready connection")
+
+    def answered():
+        gevent.sleep(0)  # The connection parks first.
+        client.send(b"x")  # Its request arrives while this greenlet still runs.
+        turn()
+        seen.append("answered")
+
+    gevent.joinall([gevent.spawn(connection), gevent.spawn(answered)], timeout=5)
+    waiting.close()
+    client.close()
+    assert seen == order

@@ -31,6 +31,35 @@ def client(name: str, timeout: float = 60, **arguments):
     return json.loads(answer.stdout)
 
 
+class TritonStream:
+    """``triton_stream`` in a process of its own, started on entering (once its clients
+    call); ``stop()`` returns what it saw: ``{"versions": [...], "failures": [...]}``."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __enter__(self):
+        command = [sys.executable, "-m", "tests.integration.grpc_clients", "triton_stream"]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.process.stdin.write(json.dumps({"target": self.target}) + "\n")
+        self.process.stdin.flush()
+        assert json.loads(self.process.stdout.readline()) == {"started": True}
+        return self
+
+    def stop(self) -> dict:
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def __exit__(self, *exc):
+        self.process.kill()
+        self.process.wait(timeout=30)
+        self.process.stdin.close()
+        self.process.stdout.close()
+
+
 def triton_input(module, name: str, values) -> object:
     array = np.array(values, np.float32)
     tensor = module.InferInput(name, list(array.shape), "FP32")

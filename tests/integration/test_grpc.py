@@ -8,12 +8,9 @@ token, malformed calls, grpc.health.v1, metrics and a reload under a stream of
 calls. Run alone with ``.venv/bin/pytest tests/integration/test_grpc.py``.
 """
 
-import json
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import grpc
@@ -24,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from app.grpc import open_inference_pb2 as pb
 from app.grpc.server import CONNECTION_AGE_SECONDS
 from tests.integration.clients import metric_values, oip_call, served_versions, wait_for
-from tests.integration.grpc_clients import client
+from tests.integration.grpc_clients import TritonStream, client
 from tests.integration.server import GunicornServer
 from tests.integration.test_protocols import multi_batch
 from tests.models import keras_outputs
@@ -250,13 +247,7 @@ def grpc_versions(server) -> set[str]:
 
 def test_a_reload_under_a_stream_of_tritonclient_calls_fails_none(store, make_server, model_dir):
     server = make_server(store)
-    command = [sys.executable, "-m", "tests.integration.grpc_clients", "triton_stream"]
-    with subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as stream:
-        stream.stdin.write(json.dumps({"target": server.grpc_target}) + "\n")
-        stream.stdin.flush()
-        assert json.loads(stream.stdout.readline()) == {"started": True}
+    with TritonStream(server.grpc_target) as stream:
         shutil.copytree(model_dir / "1", store / "2")
         server.process.send_signal(signal.SIGHUP)
         wait_for(lambda: served_versions(server.url) == {"2"}, timeout=90)
@@ -264,9 +255,7 @@ def test_a_reload_under_a_stream_of_tritonclient_calls_fails_none(store, make_se
         wait_for(lambda: grpc_versions(server) == {"2"}, timeout=10)
         # Each client's connection to an old worker is sent away within its age.
         time.sleep(CONNECTION_AGE_SECONDS * 1.2 + 1)
-        stream.stdin.write("stop\n")
-        stream.stdin.flush()
-        result = json.loads(stream.stdout.readline())
+        result = stream.stop()
     assert result["failures"] == [], result["failures"][:3]
     assert {"1", "2"} <= set(result["versions"]) and result["versions"][-20:] == ["2"] * 20
 

@@ -5,12 +5,9 @@ refusals and the limits.
 Run alone with ``.venv/bin/pytest tests/integration/test_model_control.py``.
 """
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -26,7 +23,7 @@ from app.runtime.compiler import tensor_specs
 from tests.conftest import save_version
 from tests.integration.clients import RequestStream, oip_call, wait_for
 from tests.integration.conftest import start
-from tests.integration.grpc_clients import client
+from tests.integration.grpc_clients import TritonStream, client
 from tests.models import (
     assert_agrees,
     in_domain,
@@ -420,13 +417,7 @@ def test_grpc_takes_the_messages_of_a_model_loaded_later_until_it_is_unloaded(
     )
     keras_model = zoo["mobilenet"].keras
     images = in_domain(keras_model, 2)  # 1.2 MB of float32: over linear's 1 MiB bound.
-    command = [sys.executable, "-m", "tests.integration.grpc_clients", "triton_stream"]
-    with subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as stream:
-        stream.stdin.write(json.dumps({"target": server.grpc_target}) + "\n")
-        stream.stdin.flush()
-        assert json.loads(stream.stdout.readline()) == {"started": True}
+    with TritonStream(server.grpc_target) as stream:
         assert control(server, "load", "mobilenet", json={}).status_code == 200
         time.sleep(IDLE_POLL_SECONDS + 0.5)
         metadata = requests.get(f"{server.url}/v2/models/mobilenet", timeout=10).json()
@@ -450,8 +441,6 @@ def test_grpc_takes_the_messages_of_a_model_loaded_later_until_it_is_unloaded(
             assert "larger than max" in refused.value.details()
             assert "1048576" in refused.value.details()
         time.sleep(CONNECTION_AGE_SECONDS + 1)  # The stream's old connections are sent away.
-        stream.stdin.write("stop\n")
-        stream.stdin.flush()
-        result = json.loads(stream.stdout.readline())
+        result = stream.stop()
     assert result["failures"] == [], result["failures"][:3]
     assert len(result["versions"]) > 100

@@ -46,11 +46,13 @@ class GrpcServer:
 
     def __init__(self, app: Flask, address: str, call_later):
         if monkey.is_module_patched("socket"):
-            init_gevent()
+            # The gevent worker: gRPC's completion queue must yield to the loop.
+            from grpc.experimental import gevent as grpc_gevent
+
+            grpc_gevent.init_gevent()
         self.app, self.address, self.call_later = app, address, call_later
         self.draining = False
-        self.bounds = call_bounds(app)
-        self.server, self.servicer, self.health = self._build(*self.bounds)
+        self.server, self.servicer, self.health = self._build(*call_bounds(app))
 
     def _build(self, message_limit: int, largest_call: int):
         config = self.app.config
@@ -99,30 +101,27 @@ class GrpcServer:
 
     def follow(self) -> None:
         """After a load or unload: serve with the bounds the models now served need."""
-        bounds = call_bounds(self.app)
-        if bounds == self.bounds:
-            return
-        # Soon, not here: this runs inside a call the old server holds.
-        self.bounds = bounds
-        self.call_later(0, self._replace)
+        if call_bounds(self.app) != self.servicer.bounds:
+            # Soon, not here: this runs inside a call the old server holds.
+            self.call_later(0, self._replace)
 
     def _replace(self) -> None:
-        if self.bounds == self.servicer.bounds:  # A later change went back.
+        bounds = call_bounds(self.app)
+        if bounds == self.servicer.bounds:  # Replaced already, or a later change went back.
             return
         old = self.server, self.servicer
         try:
-            built = self._build(*self.bounds)
+            built = self._build(*bounds)
             self._start(built[0], built[2])
         except Exception:  # The old server serves on, with its bounds.
             log.exception(
-                "gRPC could not start with bounds %s; it serves with %s", self.bounds, old[1].bounds
+                "gRPC could not start with bounds %s; it serves with %s", bounds, old[1].bounds
             )
-            self.bounds = old[1].bounds
             return
         self.server, self.servicer, self.health = built
         log.info(
             "gRPC takes messages up to %s bytes (a call holds up to %s) from now on",
-            *(f"{bound:,}" for bound in self.bounds),
+            *(f"{bound:,}" for bound in bounds),
         )
         close_server(*old, self.app.config["GUNICORN_GRACEFUL_TIMEOUT"])
 
@@ -154,19 +153,6 @@ def close_server(server, servicer: OpenInferenceServicer, grace: float) -> None:
     # The event is set once the last handler returns; its answer can still be
     # in gRPC's buffers, and exiting at once cancelled about 1 call in 6,000.
     time.sleep(0.2)
-
-
-def init_gevent() -> None:
-    """The gevent worker: gRPC's completion queue must yield to the loop (once a process)."""
-    global _gevent_ready
-    if not _gevent_ready:
-        from grpc.experimental import gevent as grpc_gevent
-
-        grpc_gevent.init_gevent()
-        _gevent_ready = True
-
-
-_gevent_ready = False
 
 
 def call_bounds(app: Flask) -> tuple[int, int]:

@@ -10,27 +10,51 @@ from prometheus_client import Counter, Gauge, Histogram
 
 api = Api()
 
-REQUESTS = Counter(
-    "model_server_http_requests",
-    "HTTP requests answered, by endpoint, method and status.",
-    ["endpoint", "method", "status"],
+
+class Children:
+    """A labelled metric's child for each set of labels, made once and kept: ``labels()``
+    takes a lock and checks the labels on every call. For the per-request metrics, whose
+    labels (routes, methods, status codes) are few."""
+
+    def __init__(self, metric):
+        self.metric, self.made = metric, {}
+
+    def __call__(self, *labels):
+        child = self.made.get(labels)
+        if child is None:
+            child = self.made[labels] = self.metric.labels(*labels)
+        return child
+
+
+REQUESTS = Children(
+    Counter(
+        "model_server_http_requests",
+        "HTTP requests answered, by endpoint, method and status.",
+        ["endpoint", "method", "status"],
+    )
 )
-REQUEST_SECONDS = Histogram(
-    "model_server_http_request_duration_seconds",
-    "Time to answer an HTTP request, by endpoint.",
-    ["endpoint"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+REQUEST_SECONDS = Children(
+    Histogram(
+        "model_server_http_request_duration_seconds",
+        "Time to answer an HTTP request, by endpoint.",
+        ["endpoint"],
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
 )
-GRPC_REQUESTS = Counter(
-    "model_server_grpc_requests",
-    "gRPC calls answered, by method and status code.",
-    ["method", "code"],
+GRPC_REQUESTS = Children(
+    Counter(
+        "model_server_grpc_requests",
+        "gRPC calls answered, by method and status code.",
+        ["method", "code"],
+    )
 )
-GRPC_REQUEST_SECONDS = Histogram(
-    "model_server_grpc_request_duration_seconds",
-    "Time to answer a gRPC call, by method.",
-    ["method"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+GRPC_REQUEST_SECONDS = Children(
+    Histogram(
+        "model_server_grpc_request_duration_seconds",
+        "Time to answer a gRPC call, by method.",
+        ["method"],
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
 )
 IN_FLIGHT = Gauge(
     "model_server_http_requests_in_flight",

@@ -141,8 +141,8 @@ def rpc(method):
                     statistics.record(inference, started, code == grpc.StatusCode.OK)
                     extra.update(model=inference.name, model_version=int(inference.version))
                 seconds = time.perf_counter() - started
-                GRPC_REQUESTS.labels(name, code.name).inc()
-                GRPC_REQUEST_SECONDS.labels(name).observe(seconds)
+                GRPC_REQUESTS(name, code.name).inc()
+                GRPC_REQUEST_SECONDS(name).observe(seconds)
                 extra["duration_ms"] = round(seconds * 1e3, 3)
                 log.info("gRPC %s %s", name, code.name, extra=extra)
             context.abort(code, message)

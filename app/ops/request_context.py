@@ -41,24 +41,19 @@ DOCS_HEADERS = {**SECURITY_HEADERS, "Content-Security-Policy": DOCS_CSP}
 # Any other method token a client invents is counted as "other".
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-# Each (route, method, status)'s counter and each route's histogram, looked up once: label
-# lookups took a lock and validated the labels on every request. Routes are patterns, so
-# these stay small.
-_counters: dict = {}
-_timers: dict = {}
-
 
 class RequestIds:
     """Request ids unique across processes and restarts: 16 random hex digits for each
     process, then a counter. ``uuid4`` read the kernel's random source on every request."""
 
     def __init__(self):
-        self.pid = None
+        self.restart()
+        os.register_at_fork(after_in_child=self.restart)  # A worker: a prefix of its own.
+
+    def restart(self) -> None:
+        self.prefix, self.count = os.urandom(8).hex(), itertools.count()
 
     def new(self) -> str:
-        pid = os.getpid()
-        if pid != self.pid:  # A new process (a fork): a new prefix and count.
-            self.pid, self.prefix, self.count = pid, os.urandom(8).hex(), itertools.count()
         return f"{self.prefix}{next(self.count):016x}"
 
 
@@ -75,7 +70,8 @@ def start_request() -> None:
     """Accept a well-formed ``X-Request-ID`` or make one; start the clock."""
     g.started = time.perf_counter()
     IN_FLIGHT.inc()
-    incoming = request.headers.get("X-Request-ID", "")
+    # From the WSGI environ: ``request.headers`` would build a headers view first.
+    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else request_ids.new()
 
 
@@ -99,15 +95,10 @@ def finish_response(response):
     rule = current.url_rule
     endpoint = rule.rule if rule else "unmatched"
     method = current.method if current.method in KNOWN_METHODS else "other"
-    key = (endpoint, method, response.status_code)
-    counter = _counters.get(key) or _counters.setdefault(key, REQUESTS.labels(*key))
-    counter.inc()
+    REQUESTS(endpoint, method, response.status_code).inc()
     started = getattr(context, "started", None)
     if started is not None:
-        timer = _timers.get(endpoint) or _timers.setdefault(
-            endpoint, REQUEST_SECONDS.labels(endpoint)
-        )
-        timer.observe(time.perf_counter() - started)
+        REQUEST_SECONDS(endpoint).observe(time.perf_counter() - started)
         inference = context.pop("inference", None)
         # The version that answered, this request: statistics, access line.
         if inference is not None and inference.started >= started:

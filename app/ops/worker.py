@@ -19,9 +19,10 @@ connections). This worker adds three rules:
 
 And it closes a connection as Gunicorn's sync worker does, draining what the
 client still sends first, so a refusal is not lost to a reset; it sends an
-answer's head with its body, in one system call instead of two; and it
-leaves a burst of connections to its siblings once it holds more than they
-do (app/ops/connections.py).
+answer's head with its body, in one system call instead of two; it writes
+the access lines of one pass of the loop in one call (app/ops/logs.py); and
+it leaves a burst of connections to its siblings once it holds more than
+they do (app/ops/connections.py).
 
 Gunicorn imports this module in the master; it patches nothing there. The
 worker monkey-patches the standard library when it starts, as Gunicorn's
@@ -50,7 +51,14 @@ class ModelServerWorker(GeventWorker):
         self.share = connections.Share(self.age, self.pid)
         # Gunicorn's run builds its listening servers by this name: ours share out bursts.
         ggevent.StreamServer = partial(SharingStreamServer, self.share)
-        super().run()
+        batch_lines = getattr(self.log, "write_once_a_pass", None)  # app/ops/logs.py's logger
+        if batch_lines:
+            batch_lines(gevent.get_hub().loop.run_callback)
+        try:
+            super().run()
+        finally:
+            if batch_lines:
+                self.log.flush()
 
     def handle(self, listener, client, addr):
         self.share.opened()

@@ -2,13 +2,17 @@
 
 import json
 import logging
+import os
 import re
+import select
 import sys
 from datetime import timedelta
 from types import SimpleNamespace
 
+import gevent
 from gunicorn.config import Config
 
+from app.ops import logs
 from app.ops.logs import (
     ACCESS_FIELDS,
     ACCESS_FORMAT,
@@ -16,6 +20,7 @@ from app.ops.logs import (
     JsonLogFormatter,
     RequestIdFilter,
     access_line,
+    logging_config,
 )
 
 
@@ -121,10 +126,62 @@ def test_the_direct_access_line_is_the_line_the_json_formatter_writes():
 
 
 def test_the_access_logger_writes_its_lines_straight_only_to_a_json_handler():
-    from app.ops.logs import logging_config
 
     for fmt, direct in (("json", True), ("text", False)):
         cfg = Config()
         cfg.set("logconfig_dict", logging_config("INFO", fmt))
         logger = AccessLogger(cfg)
         assert (logger._json_fd is not None) is direct
+
+
+def json_access_logger(fd: int) -> AccessLogger:
+    """An access logger with its one JSON handler, writing its lines to ``fd``."""
+    cfg = Config()
+    cfg.set("logconfig_dict", logging_config("INFO", "json"))
+    cfg.set("access_log_format", ACCESS_FORMAT)
+    logger = AccessLogger(cfg)
+    logger._json_fd = fd
+    return logger
+
+
+def log_access(logger: AccessLogger, request_id: str) -> None:
+    response = SimpleNamespace(status="200 OK", sent=17, headers=[("X-Request-ID", request_id)])
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "RAW_URI": "/health/live",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "PATH_INFO": "/health/live",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    logger.access(response, None, environ, timedelta(milliseconds=1))
+
+
+def test_on_an_event_loop_the_lines_of_one_pass_go_out_together_in_order():
+    read, write = os.pipe()
+    try:
+        logger = json_access_logger(write)
+        logger.write_once_a_pass(gevent.get_hub().loop.run_callback)
+        for n in range(3):
+            log_access(logger, f"r-{n}")
+        assert not select.select([read], [], [], 0)[0]  # Held while the pass runs.
+        gevent.sleep(0)  # The pass ends: the held lines go out.
+        lines = [json.loads(line) for line in os.read(read, 65536).splitlines()]
+        assert [line["request_id"] for line in lines] == ["r-0", "r-1", "r-2"]
+    finally:
+        os.close(read), os.close(write)
+
+
+def test_held_lines_go_out_whole_and_in_order_at_most_a_pipe_buffer_a_write(monkeypatch):
+    writes = []
+    monkeypatch.setattr(logs.os, "write", lambda fd, data: writes.append(data) or len(data))
+    soon = []
+    logger = json_access_logger(99)
+    logger.write_once_a_pass(soon.append)
+    for n in range(40):
+        log_access(logger, f"request-{n:03d}")
+    for flush in soon:
+        flush()
+    assert len(writes) > 1 and all(len(data) <= select.PIPE_BUF for data in writes)
+    assert all(data.endswith(b"\n") for data in writes)  # Whole lines only.
+    ids = [json.loads(line)["request_id"] for data in writes for line in data.splitlines()]
+    assert ids == [f"request-{n:03d}" for n in range(40)]

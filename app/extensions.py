@@ -14,7 +14,7 @@ api = Api()
 class Children:
     """A labelled metric's child for each set of labels, made once and kept: ``labels()``
     takes a lock and checks the labels on every call. For the per-request metrics, whose
-    labels (routes, methods, status codes) are few."""
+    labels (routes, methods, status codes, served versions) are few."""
 
     def __init__(self, metric):
         self.metric, self.made = metric, {}
@@ -62,11 +62,13 @@ IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 # Its _sum is the number of instances predicted, its _count the inference calls.
-BATCH_SIZE = Histogram(
-    "model_server_prediction_batch_size",
-    "Instances per inference request, by model and version.",
-    ["model", "version"],
-    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+BATCH_SIZE = Children(
+    Histogram(
+        "model_server_prediction_batch_size",
+        "Instances per inference request, by model and version.",
+        ["model", "version"],
+        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+    )
 )
 MODEL_LOAD_SECONDS = Histogram(
     "model_server_model_load_duration_seconds",

@@ -19,8 +19,9 @@ from flask import current_app, g, has_app_context
 from app.config import limits as config_limits
 from app.core import shadow
 from app.core.serving import log_prediction
+from app.extensions import BATCH_SIZE
 from app.ops.error_shape import MAX_REPORTED_ERRORS, cut
-from app.ops.statistics import Inference, batch_size
+from app.ops.statistics import Inference
 from app.runtime.artifact import CompiledModel, TensorSpec, not_finite
 from app.runtime.datatypes import DATATYPES, PROTOCOL_DTYPES, Kind, holds_exactly, kind
 from app.runtime.model import ModelRunner
@@ -384,7 +385,7 @@ def infer(runner: ModelRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.nd
         )
     named = {spec.name: output for spec, output in zip(compiled.outputs, outputs, strict=True)}
     batch = len(outputs[0])
-    batch_size(runner.name, inference.version).observe(batch)
+    BATCH_SIZE(runner.name, inference.version).observe(batch)
     if runner.monitor:
         runner.monitor.observe(inputs)
     log_prediction(runner, inputs, named)

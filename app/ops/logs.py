@@ -55,11 +55,12 @@ class AccessLogger(Logger):
         handlers = self.access_log.handlers
         json_handler = len(handlers) == 1 and isinstance(handlers[0].formatter, JsonLogFormatter)
         self._json_fd = stream_fd(handlers[0].stream) if json_handler else None
+        self._held = bytearray()
 
     def write_once_a_pass(self, call_soon) -> None:
         """Hold the JSON lines until ``call_soon(self.flush)`` runs ``flush``: before the
         event loop next polls."""
-        self._call_soon, self._lines, self._size = call_soon, [], 0
+        self._call_soon = call_soon
 
     def access(self, resp, req, environ, request_time) -> None:
         fd = self._json_fd
@@ -72,19 +73,16 @@ class AccessLogger(Logger):
             # process's line, and no Python stream layers (a flush each) in between.
             os.write(fd, line)
             return
-        if self._size + len(line) > select.PIPE_BUF:  # A pipe writes no more at once.
+        if len(self._held) + len(line) > select.PIPE_BUF:  # A pipe writes no more at once.
             self.flush()
-        self._lines.append(line)
-        self._size += len(line)
-        if len(self._lines) == 1:
+        if not self._held:
             self._call_soon(self.flush)
+        self._held += line
 
     def flush(self) -> None:
         """Write the lines held, in one call."""
-        if self._call_soon is not None and self._lines:
-            lines = b"".join(self._lines)
-            self._lines.clear()
-            self._size = 0
+        if self._held:
+            lines, self._held = self._held, bytearray()
             os.write(self._json_fd, lines)
 
     def atoms(self, resp, req, environ, request_time) -> dict:

@@ -37,16 +37,6 @@ class Inference:
 
 # Each version's counters, looked up once: this runs on every inference request.
 _children: dict[tuple[str, str], tuple] = {}
-_batch_sizes: dict[tuple[str, str], object] = {}
-
-
-def batch_size(name: str, version: str):
-    """The version's batch-size histogram, looked up once."""
-    key = (name, version)
-    child = _batch_sizes.get(key)
-    if child is None:
-        child = _batch_sizes[key] = BATCH_SIZE.labels(name, version)
-    return child
 
 
 def record(inference: Inference, request_started: float, ok: bool) -> None:
@@ -121,7 +111,7 @@ def collected() -> dict[tuple[str, str], dict]:
         INFERENCES._name,
         INFERENCE_SECONDS._name,
         LAST_INFERENCE._name,
-        BATCH_SIZE._name,
+        BATCH_SIZE.metric._name,
     }
     found: dict[tuple[str, str], dict] = {}
     for metric in metrics:
@@ -137,8 +127,8 @@ def collected() -> dict[tuple[str, str], dict]:
                 values["seconds", labels["phase"]] = sample.value
             elif sample.name == LAST_INFERENCE._name:
                 values["last"] = max(values.get("last", 0.0), sample.value)
-            elif sample.name == f"{BATCH_SIZE._name}_sum":
+            elif sample.name == f"{BATCH_SIZE.metric._name}_sum":
                 values["instances"] = sample.value
-            elif sample.name == f"{BATCH_SIZE._name}_count":
+            elif sample.name == f"{BATCH_SIZE.metric._name}_count":
                 values["executions"] = sample.value
     return found

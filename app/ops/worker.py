@@ -97,7 +97,8 @@ class ModelServerWorker(GeventWorker):
         turns, offload = Semaphore(), inference_thread()
 
         def share(runner) -> None:
-            runner.turns, runner.offload, runner.loop_turn = turns, offload, turn_before_inference
+            runner.turns, runner.offload = turns, offload
+            runner.yield_to_ready = turn_before_inference
 
         for runner in state.runners.values():
             for served in runner.served:

@@ -137,9 +137,10 @@ class ModelRunner:
         self.turns = threading.Lock()
         # Set by the gevent worker: ``offload(function, inputs)`` runs a long inference
         # in a thread, so the worker's loop answers probes and heartbeats meanwhile;
-        # ``loop_turn()`` lets the connections ready now run before a shorter one.
+        # ``yield_to_ready()`` returns once the connections ready now have run: an
+        # inference too short to offload waits for it, so a probe waits behind one.
         self.offload = None
-        self.loop_turn = None
+        self.yield_to_ready = None
         # Set in a worker that serves it: the input monitor (app/ops/monitoring.py).
         self.monitor = None
         # The older versions a version policy serves beside this one, by number.
@@ -238,13 +239,13 @@ class ModelRunner:
 
         One that should take OFFLOAD_SECONDS or more (by the loader's trials, for the
         numbers it is given) runs through ``offload`` when the worker sets one; one of
-        TURN_SECONDS or more first waits for a ``loop_turn``.
+        TURN_SECONDS or more first waits for ``yield_to_ready``.
         """
         asked = time.perf_counter()
         with self.turns:
             expected = self.expected_seconds(inputs)
-            if self.loop_turn is not None and TURN_SECONDS <= expected < OFFLOAD_SECONDS:
-                self.loop_turn()
+            if self.yield_to_ready is not None and TURN_SECONDS <= expected < OFFLOAD_SECONDS:
+                self.yield_to_ready()
             started = time.perf_counter()
             if self.offload is not None and expected >= OFFLOAD_SECONDS:
                 outputs = self.offload(self._runtime, inputs)

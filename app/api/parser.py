@@ -35,7 +35,8 @@ class JsonBodyParser(FlaskParser):
         """
         if location != "json" or not isinstance(argmap, ma.Schema) or kwargs.get("validate"):
             return super().parse(argmap, req, location=location, **kwargs)
-        req = req or self.get_default_request()
+        if req is None:  # The request itself: each read through Flask's proxy is a lookup.
+            req = self.get_default_request()._get_current_object()
         try:
             return argmap.load(self._raw_load_json(req))
         except ma.ValidationError as error:

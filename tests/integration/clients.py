@@ -62,6 +62,27 @@ def metric_values(url) -> dict:
     }
 
 
+# TCP states as the kernel's tables (/proc/net/tcp) write them.
+ESTABLISHED, CLOSE_WAIT = "01", "08"
+
+
+def connections_to(port: int, state: str = ESTABLISHED) -> int:
+    """TCP connections to the server's ``port`` in ``state``, counted from the kernel's tables.
+
+    ``CLOSE_WAIT``: the client has closed, the server has not yet.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == state:
+                    count += 1
+    return count
+
+
 def wait_for(condition, timeout=60, interval=0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -12,15 +12,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
+from tests.integration.clients import CLOSE_WAIT, connections_to, wait_for
+
 BURSTS = 10
 CONNECTIONS = 16
-CLOSE_WAIT = "08"  # A TCP state in /proc/net/tcp: the peer closed, the socket is still open.
 
 
 def worker_of(connection: socket.socket) -> str:
@@ -35,19 +34,6 @@ def worker_of(connection: socket.socket) -> str:
         if line.lower().startswith(b"x-worker-pid:"):
             return line.split(b":", 1)[1].strip().decode()
     raise AssertionError(head)
-
-
-def wait_until_closed(port: int, timeout: float = 10) -> None:
-    """Wait until the server has closed every connection to ``port`` its client closed."""
-    suffix = f":{port:04X}"
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = [row.split() for row in Path("/proc/net/tcp").read_text().splitlines()[1:]]
-        left = [row for row in rows if row[1].endswith(suffix) and row[3] == CLOSE_WAIT]
-        if not left:
-            return
-        assert time.monotonic() < deadline, f"the server never closed {len(left)} connections"
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -76,7 +62,8 @@ def test_a_burst_of_keep_alive_connections_reaches_every_worker(server, busy_cpu
         finally:
             for connection in burst:
                 connection.close()
-        wait_until_closed(server.port)
+        # The server has closed its side of every connection of this burst.
+        wait_for(lambda: connections_to(server.port, CLOSE_WAIT) == 0, timeout=10, interval=0.005)
         shares.append(max(counts.values()) / CONNECTIONS)
         assert len(counts) == server.workers, f"one worker took the whole burst: {shares}"
     assert max(shares) <= 0.75, shares

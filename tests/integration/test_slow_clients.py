@@ -18,6 +18,7 @@ from tests.integration.clients import (
     PROBE_LIMIT_SECONDS,
     ProbeStream,
     RequestStream,
+    connections_to,
     reload_under_load,
     served_versions,
     wait_for,
@@ -46,20 +47,6 @@ def open_connections(port: int, count: int, first_bytes: bytes) -> list[socket.s
     return connections
 
 
-def established_connections(port: int) -> int:
-    """Open TCP connections to the server's port, counted from the kernel's table."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            next(lines)
-            for line in lines:
-                fields = line.split()
-                local_port = int(fields[1].rsplit(":", 1)[1], 16)
-                if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
-                    count += 1
-    return count
-
-
 def seconds_until_closed(connection: socket.socket, trickle: bytes = b"") -> float:
     """Seconds until the server closes ``connection``, sending ``trickle`` a byte at a time."""
     started = time.monotonic()
@@ -86,7 +73,7 @@ def test_a_thousand_idle_connections_stall_neither_probes_nor_predictions(store,
         with RequestStream(server.url) as stream, ProbeStream(server.url) as probes:
             wait_for(lambda: len(stream.versions) > 100, timeout=20)
             wait_for(lambda: len(probes.answers) > 20, timeout=20)
-        assert established_connections(server.port) >= IDLE_CONNECTIONS
+        assert connections_to(server.port) >= IDLE_CONNECTIONS
     finally:
         for connection in idle:
             connection.close()
@@ -178,7 +165,7 @@ def test_a_session_reuses_one_connection_and_reconnects_after_the_keepalive_time
 
 def test_tritonclient_keeps_its_connection_alive(store, make_server):
     server = make_server(store, GUNICORN_KEEPALIVE=1)
-    wait_for(lambda: established_connections(server.port) == 0, timeout=5)  # The start's probes
+    wait_for(lambda: connections_to(server.port) == 0, timeout=5)  # The start's probes
     client = triton_http.InferenceServerClient(f"127.0.0.1:{server.port}", concurrency=1)
     data = triton_http.InferInput("x", [2, 1], "FP32")
     data.set_data_from_numpy(np.array([[1.0], [2.0]], np.float32))
@@ -186,7 +173,7 @@ def test_tritonclient_keeps_its_connection_alive(store, make_server):
         for _ in range(20):
             assert client.infer("linear", [data]).as_numpy("y").shape == (2, 1)
         # Without keep-alive the server would have closed each one: none would be left.
-        wait_for(lambda: established_connections(server.port) == 1, timeout=5)
+        wait_for(lambda: connections_to(server.port) == 1, timeout=5)
         time.sleep(2)
         assert client.infer("linear", [data]).as_numpy("y").shape == (2, 1)
     finally:

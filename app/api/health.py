@@ -6,8 +6,12 @@ from flask.views import MethodView
 from app.api.parser import Blueprint
 from app.api.schemas import LiveSchema, ReadySchema
 from app.core.serving import serving_state
+from app.ops.json_provider import dumps
 
 blp = Blueprint("health", __name__, description="Probes for orchestrators.")
+
+# The liveness answer never changes: made once, not dumped through its schema on every probe.
+ALIVE = dumps(LiveSchema().dump({"status": "alive"}))
 
 
 # "/" is KServe's v1 protocol liveness path, which its SDK's default client asks.
@@ -17,7 +21,7 @@ class Live(MethodView):
     @blp.response(200, LiveSchema)
     def get(self):
         """200 while the process serves requests"""
-        return {"status": "alive"}
+        return current_app.response_class(ALIVE, mimetype="application/json")
 
 
 @blp.route("/health/ready")

@@ -38,13 +38,15 @@ if "app.extensions" not in sys.modules:
     # app's metrics create this process's own files: drop an earlier server's counts.
     metrics_files.reset(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
-from app.ops import gunicorn_errors  # noqa: E402
+from app.ops import gunicorn_caches, gunicorn_errors  # noqa: E402
 from app.ops.logs import ACCESS_FORMAT, AccessLogger, logging_config  # noqa: E402
 from app.serve import in_use  # noqa: E402
 
 # Errors Gunicorn answers itself (bad request line, oversized headers, a
 # request cut off at the timeout) use the API's JSON shape, not HTML.
 gunicorn_errors.install()
+# The Date header, the client's address check and wsgi.errors: made once, not per request.
+gunicorn_caches.install()
 
 # Loopback unless told otherwise; containers set HOST=0.0.0.0.
 bind = _settings.GUNICORN_BIND
@@ -198,8 +200,11 @@ def post_fork(server, worker):
     handler, copied by the fork, and is lost: a stop sent while a worker
     boots then waited out the whole graceful timeout (3 of 8 tries). Held,
     it waits in the kernel and is delivered to the drain handler.
+
+    Then the worker's settings become plain attributes (app/ops/gunicorn_caches.py).
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    gunicorn_caches.settle(worker.cfg)
 
 
 def post_worker_init(worker):

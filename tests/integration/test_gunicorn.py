@@ -5,6 +5,8 @@ small model, start Gunicorn from ``gunicorn.conf.py`` on a free 127.0.0.1
 port and stop it (by pid) afterwards.
 """
 
+import email.utils
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,15 @@ def test_no_process_of_the_server_has_tensorflow_loaded(server):
     for pid in [server.pid, *server.worker_pids()]:
         maps = Path(f"/proc/{pid}/maps").read_text()
         assert "tensorflow" not in maps and "keras" not in maps, f"pid {pid} maps TensorFlow"
+
+
+def test_answers_carry_the_current_date(server):
+    for _ in range(3):  # Over a second's turn as well.
+        before = time.time()
+        response = requests.get(f"{server.url}/health/live", timeout=5)
+        date = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
+        assert int(before) <= date <= time.time()
+        time.sleep(0.6)
 
 
 def test_errors_over_http_are_json(server):

@@ -21,7 +21,7 @@ class Live(MethodView):
     @blp.response(200, LiveSchema)
     def get(self):
         """200 while the process serves requests"""
-        return current_app.response_class(ALIVE, mimetype="application/json")
+        return current_app.response_class(ALIVE, mimetype=current_app.json.mimetype)
 
 
 @blp.route("/health/ready")

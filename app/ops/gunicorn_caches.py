@@ -35,15 +35,18 @@ class DateOncePerSecond:
 
     def __init__(self, http_date):
         self._format = http_date
-        self._second, self._date = None, None
+        # One object, replaced whole: a gthread worker's threads never see a half-made pair.
+        self._made = (None, None)
 
     def __call__(self, timestamp=None) -> str:
         if timestamp is not None:
             return self._format(timestamp)
         second = int(time.time())
-        if second != self._second:
-            self._second, self._date = second, self._format(second)
-        return self._date
+        made_second, date = self._made
+        if second != made_second:
+            date = self._format(second)
+            self._made = (second, date)
+        return date
 
 
 class AllowListCache:
